@@ -1,0 +1,220 @@
+//! The hub: channels, ids, history and fan-out, with no I/O.
+//!
+//! Each channel sits behind its own lock in a sharded map, so publishes to
+//! different channels never contend, and no lock is held across an await.
+//! Engines build on the hub: the memory engine is the hub alone; the others
+//! add a store behind it.
+
+pub mod channel;
+pub mod gap;
+pub mod history;
+pub mod id;
+pub mod message;
+pub mod name;
+pub mod subscriber;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+pub use channel::{ChannelState, Published, Replay};
+pub use gap::{Gap, GapReason};
+pub use history::{History, HistoryLimits};
+pub use id::{Cursor, CursorError, MessageId, Since};
+pub use message::{now_ms, Message, Wire};
+pub use name::{ChannelName, EventName, NameError};
+pub use subscriber::{Inbox, Signal, SubscriberHandle, SubscriberId};
+
+/// A snapshot of a channel for `GET /pub/{channel}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    pub channel: ChannelName,
+    pub subscribers: usize,
+    pub messages: usize,
+    pub bytes: usize,
+    pub first_id: Option<MessageId>,
+    pub last_id: Option<MessageId>,
+}
+
+/// A new publish: what to append to a channel.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub channel: ChannelName,
+    pub event: Option<EventName>,
+    pub data: Bytes,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug)]
+struct Channel {
+    state: Mutex<ChannelState>,
+}
+
+/// All channels of one node.
+#[derive(Debug)]
+pub struct Hub {
+    channels: DashMap<ChannelName, Arc<Channel>>,
+    limits: HistoryLimits,
+}
+
+/// A fresh random epoch: small enough to keep ids short, random enough that
+/// a restarted node never reuses one.
+pub fn new_epoch() -> u64 {
+    rand::random_range(36u64.pow(6)..36u64.pow(8))
+}
+
+impl Hub {
+    pub fn new(limits: HistoryLimits) -> Self {
+        Self {
+            channels: DashMap::new(),
+            limits,
+        }
+    }
+
+    pub fn limits(&self) -> &HistoryLimits {
+        &self.limits
+    }
+
+    /// Runs `f` on the channel's state under its lock, creating the channel if needed.
+    pub fn with_channel<R>(&self, name: &ChannelName, f: impl FnOnce(&mut ChannelState) -> R) -> R {
+        let mut f = Some(f);
+        loop {
+            let channel = self
+                .channels
+                .entry(name.clone())
+                .or_insert_with(|| {
+                    Arc::new(Channel {
+                        state: Mutex::new(ChannelState::new(name.clone(), new_epoch())),
+                    })
+                })
+                .clone();
+            let mut state = channel.state.lock();
+            if state.removed {
+                continue;
+            }
+            let f = f.take().expect("the closure runs once: the loop exits after it");
+            return f(&mut state);
+        }
+    }
+
+    /// Runs `f` on the channel's state if the channel exists.
+    pub fn with_existing<R>(&self, name: &ChannelName, f: impl FnOnce(&mut ChannelState) -> R) -> Option<R> {
+        let channel = self.channels.get(name)?.clone();
+        let mut state = channel.state.lock();
+        if state.removed {
+            return None;
+        }
+        Some(f(&mut state))
+    }
+
+    /// Puts a channel with a known epoch and sequence in place (restored from a store).
+    pub fn restore(&self, state: ChannelState) {
+        let name = state.name.clone();
+        self.channels.insert(
+            name,
+            Arc::new(Channel {
+                state: Mutex::new(state),
+            }),
+        );
+    }
+
+    /// Appends a message with the next id of its channel and fans it out.
+    pub fn publish(&self, draft: Draft, now_ms: u64) -> Published {
+        let limits = self.limits;
+        self.with_channel(&draft.channel, |state| {
+            if let Some(key) = &draft.idempotency_key {
+                if let Some(earlier) = state.idempotent_result(key, now_ms) {
+                    return earlier;
+                }
+            }
+            let id = state.next_id();
+            let message = Arc::new(Message::new(
+                draft.channel.clone(),
+                id,
+                draft.event,
+                draft.data,
+                now_ms,
+            ));
+            let subscribers = state.append(message, &limits, now_ms);
+            let published = Published {
+                channel: draft.channel.clone(),
+                id,
+                subscribers,
+            };
+            if let Some(key) = &draft.idempotency_key {
+                let expires = now_ms + limits.ttl.as_millis() as u64;
+                state.remember(key, &published, expires);
+            }
+            published
+        })
+    }
+
+    /// Replays history after `since` and subscribes, with no gap or overlap at the seam.
+    pub fn attach(&self, name: &ChannelName, subscriber: &SubscriberHandle, since: Since) -> Replay {
+        self.with_channel(name, |state| state.attach(subscriber, since))
+    }
+
+    pub fn detach(&self, name: &ChannelName, id: SubscriberId) {
+        self.with_existing(name, |state| state.detach(id));
+    }
+
+    pub fn info(&self, name: &ChannelName, now_ms: u64) -> Option<ChannelInfo> {
+        let limits = self.limits;
+        self.with_existing(name, |state| {
+            state.tidy(&limits, now_ms);
+            ChannelInfo {
+                channel: name.clone(),
+                subscribers: state.subscriber_count(),
+                messages: state.history.len(),
+                bytes: state.history.bytes(),
+                first_id: state.history.oldest().map(|m| m.id),
+                last_id: (state.last_seq > 0).then(|| state.last_id()),
+            }
+        })
+    }
+
+    /// Drops the channel and its history and tells its subscribers. False if it did not exist.
+    pub fn delete(&self, name: &ChannelName) -> bool {
+        let Some((_, channel)) = self.channels.remove(name) else {
+            return false;
+        };
+        let mut state = channel.state.lock();
+        state.removed = true;
+        for subscriber in state.take_subscribers() {
+            subscriber.signal(Signal::Deleted(name.clone()));
+        }
+        true
+    }
+
+    /// Trims history by age everywhere and forgets channels with nothing left.
+    pub fn sweep(&self, now_ms: u64) {
+        let limits = self.limits;
+        let mut idle = Vec::new();
+        for entry in self.channels.iter() {
+            let mut state = entry.value().state.lock();
+            state.tidy(&limits, now_ms);
+            if state.is_idle() {
+                idle.push(entry.key().clone());
+            }
+        }
+        for name in idle {
+            self.channels.remove_if(&name, |_, channel| {
+                let mut state = channel.state.lock();
+                let idle = state.is_idle();
+                if idle {
+                    state.removed = true;
+                }
+                idle
+            });
+        }
+    }
+
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,9 @@
+//! herald: a real-time push server.
+//!
+//! One ordered, bounded, resumable history per channel, delivered over
+//! WebSocket, Server-Sent Events and HTTP long polling. The layers read top
+//! to bottom: [`http`] takes requests, [`engine`] stores and sequences
+//! messages on top of the [`hub`], and [`transport`] turns hub events into
+//! bytes on a wire.
+
+pub mod hub;
