@@ -19,12 +19,12 @@ use super::subscriber::{Offer, SubscriberHandle, SubscriberId};
 const IDEMPOTENCY_KEYS: usize = 1024;
 
 /// History a subscriber receives on attaching, and where live delivery takes over.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Replay {
     pub messages: Vec<Arc<Message>>,
     pub gap: Option<Gap>,
     /// The channel's newest id at attach time: live messages follow it.
-    pub position: Option<MessageId>,
+    pub position: MessageId,
 }
 
 /// What a publish produced, as answered to the publisher.
@@ -95,12 +95,13 @@ impl ChannelState {
 
     /// The messages a subscriber starting at `since` must receive first.
     pub fn replay(&self, since: Since) -> Replay {
-        let position = Some(self.last_id());
+        let position = self.last_id();
         let everything = || self.history.iter().cloned().collect::<Vec<_>>();
         match since {
             Since::Now => Replay {
+                messages: Vec::new(),
+                gap: None,
                 position,
-                ..Replay::default()
             },
             Since::Oldest => Replay {
                 messages: everything(),

@@ -35,7 +35,9 @@ pub enum CursorError {
     BadId(String),
     #[error("cursor names a bad channel: {0}")]
     BadChannel(#[from] NameError),
-    #[error("a subscription to several channels resumes from a cursor (name=id,...), not a single id")]
+    #[error(
+        "a subscription to several channels resumes from a cursor (name=id,...), not a single id"
+    )]
     NeedsChannels,
     #[error("cursor is longer than {0} bytes")]
     TooLong(usize),
@@ -126,6 +128,11 @@ impl Cursor {
             .map(|(_, id)| *id)
     }
 
+    /// The channels this cursor covers, in subscription order.
+    pub fn channels(&self) -> impl Iterator<Item = &ChannelName> {
+        self.entries.iter().map(|(c, _)| c)
+    }
+
     pub fn remove(&mut self, channel: &ChannelName) {
         self.entries.retain(|(c, _)| c != channel);
     }
@@ -205,11 +212,17 @@ mod tests {
     fn ids_render_as_base36_epoch_and_decimal_seq() {
         assert_eq!(MessageId::new(35, 7).to_string(), "z-7");
         assert_eq!(MessageId::new(0, 0).to_string(), "0-0");
-        assert_eq!(
-            "z-7".parse::<MessageId>().unwrap(),
-            MessageId::new(35, 7)
-        );
-        for bad in ["", "-", "z-", "-1", "Z-1", "z-1x", "z-1-2", "zzzzzzzzzzzzzz-1"] {
+        assert_eq!("z-7".parse::<MessageId>().unwrap(), MessageId::new(35, 7));
+        for bad in [
+            "",
+            "-",
+            "z-",
+            "-1",
+            "Z-1",
+            "z-1x",
+            "z-1-2",
+            "zzzzzzzzzzzzzz-1",
+        ] {
             assert!(bad.parse::<MessageId>().is_err(), "{bad:?} parsed");
         }
     }

@@ -20,7 +20,9 @@ pub enum Wire {
     EventStream,
     /// An event-stream frame without `id:` (multi-channel streams add their cursor).
     EventStreamBody,
-    /// The same, with the message wrapped in a JSON envelope.
+    /// A complete event-stream frame whose data is the JSON envelope.
+    EnvelopeStream,
+    /// The envelope frame without `id:`.
     EnvelopeBody,
     /// The `/ws` protocol `msg` frame.
     SocketFrame,
@@ -28,7 +30,7 @@ pub enum Wire {
     PollObject,
 }
 
-const WIRE_COUNT: usize = 5;
+const WIRE_COUNT: usize = 6;
 
 /// One message in one channel's history.
 #[derive(Debug)]

@@ -94,13 +94,19 @@ impl Hub {
             if state.removed {
                 continue;
             }
-            let f = f.take().expect("the closure runs once: the loop exits after it");
+            let f = f
+                .take()
+                .expect("the closure runs once: the loop exits after it");
             return f(&mut state);
         }
     }
 
     /// Runs `f` on the channel's state if the channel exists.
-    pub fn with_existing<R>(&self, name: &ChannelName, f: impl FnOnce(&mut ChannelState) -> R) -> Option<R> {
+    pub fn with_existing<R>(
+        &self,
+        name: &ChannelName,
+        f: impl FnOnce(&mut ChannelState) -> R,
+    ) -> Option<R> {
         let channel = self.channels.get(name)?.clone();
         let mut state = channel.state.lock();
         if state.removed {
@@ -152,7 +158,12 @@ impl Hub {
     }
 
     /// Replays history after `since` and subscribes, with no gap or overlap at the seam.
-    pub fn attach(&self, name: &ChannelName, subscriber: &SubscriberHandle, since: Since) -> Replay {
+    pub fn attach(
+        &self,
+        name: &ChannelName,
+        subscriber: &SubscriberHandle,
+        since: Since,
+    ) -> Replay {
         self.with_channel(name, |state| state.attach(subscriber, since))
     }
 

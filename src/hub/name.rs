@@ -124,10 +124,7 @@ mod tests {
     fn accepts_the_documented_alphabet() {
         assert!(ChannelName::parse("chat.room-1:en@eu_2").is_ok());
         assert_eq!(ChannelName::parse(""), Err(NameError::Empty));
-        assert_eq!(
-            ChannelName::parse("a b"),
-            Err(NameError::BadCharacter(' '))
-        );
+        assert_eq!(ChannelName::parse("a b"), Err(NameError::BadCharacter(' ')));
         assert!(ChannelName::parse(&"x".repeat(128)).is_ok());
         assert!(matches!(
             ChannelName::parse(&"x".repeat(129)),

@@ -135,7 +135,14 @@ fn a_full_queue_detaches_the_subscriber_and_signals_lag() {
     assert_eq!(drain(&mut slow_inbox).len(), 2);
     assert_eq!(slow_inbox.take_signals(), vec![Signal::Lagged(ch.clone())]);
     // Catching up from the last id it got yields the rest, with no gap.
-    let replay = hub.attach(&ch, &slow, Since::After(MessageId::new(hub.info(&ch, 1).unwrap().last_id.unwrap().epoch, 2)));
+    let replay = hub.attach(
+        &ch,
+        &slow,
+        Since::After(MessageId::new(
+            hub.info(&ch, 1).unwrap().last_id.unwrap().epoch,
+            2,
+        )),
+    );
     assert!(replay.gap.is_none());
     assert_eq!(replay.messages.len(), 3);
 }
@@ -167,7 +174,10 @@ fn delete_signals_subscribers_and_forgets_history() {
 
 #[test]
 fn sweep_forgets_idle_channels_only() {
-    let hub = Hub::new(HistoryLimits { ttl: Duration::from_millis(10), ..limits(10) });
+    let hub = Hub::new(HistoryLimits {
+        ttl: Duration::from_millis(10),
+        ..limits(10)
+    });
     let busy = name("busy");
     let (subscriber, _inbox) = SubscriberHandle::new(8);
     hub.attach(&busy, &subscriber, Since::Now);

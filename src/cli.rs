@@ -1,0 +1,164 @@
+//! Command-line arguments for `herald serve`, `herald pub` and `herald sub`.
+//! Every serve flag can also come from a `HERALD_*` environment variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{parse_duration, parse_size, ServerConfig};
+use crate::hub::HistoryLimits;
+
+/// herald: a real-time push server (WebSocket, Server-Sent Events, long polling).
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log level: error, warn, info, debug or trace (or a tracing filter such as herald=debug).
+    #[arg(long, global = true, env = "HERALD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Publish one message to a channel.
+    Pub(PubArgs),
+    /// Subscribe to channels and print each message on its own line.
+    Sub(SubArgs),
+}
+
+/// Options of `herald serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Messages kept per channel for resume.
+    #[arg(long, env = "HERALD_HISTORY_SIZE", default_value_t = 1000)]
+    pub history_size: usize,
+    /// How long a message stays in history (e.g. 90s, 1h).
+    #[arg(long, env = "HERALD_HISTORY_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub history_ttl: Duration,
+    /// Most bytes of history kept per channel (e.g. 64MiB).
+    #[arg(long, env = "HERALD_HISTORY_BYTES", default_value = "64MiB", value_parser = parse_size)]
+    pub history_bytes: usize,
+    /// Largest message accepted (e.g. 64KiB).
+    #[arg(long, env = "HERALD_MAX_MESSAGE_SIZE", default_value = "64KiB", value_parser = parse_size)]
+    pub max_message_size: usize,
+    /// Messages queued per subscriber before it must catch up from history.
+    #[arg(long, env = "HERALD_SUBSCRIBER_QUEUE", default_value_t = 1024)]
+    pub subscriber_queue: usize,
+    /// Most channels named in one subscription (`/sub/a,b,...`).
+    #[arg(
+        long,
+        env = "HERALD_MAX_CHANNELS_PER_SUBSCRIPTION",
+        default_value_t = 64
+    )]
+    pub max_channels_per_subscription: usize,
+    /// Most channels one `/ws` socket may subscribe to.
+    #[arg(
+        long,
+        env = "HERALD_MAX_SUBSCRIPTIONS_PER_SOCKET",
+        default_value_t = 256
+    )]
+    pub max_subscriptions_per_socket: usize,
+    /// How long a long poll is held when it names no timeout.
+    #[arg(long, env = "HERALD_POLL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub poll_timeout: Duration,
+    /// The longest hold a long poll may ask for with `?timeout=`.
+    #[arg(long, env = "HERALD_MAX_POLL_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub max_poll_timeout: Duration,
+    /// Most messages in one long-poll response.
+    #[arg(long, env = "HERALD_POLL_PAGE_SIZE", default_value_t = 100)]
+    pub poll_page_size: usize,
+    /// Interval of the SSE `: ping` comment that keeps proxies from closing idle streams.
+    #[arg(long, env = "HERALD_SSE_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
+    pub sse_heartbeat: Duration,
+    /// Serve the seed examples: /demo, the /demo/ws echo and the `clock` ticker.
+    #[arg(long, env = "HERALD_DEMO")]
+    pub demo: bool,
+    /// Interval of the demo clock ticker.
+    #[arg(long, env = "HERALD_DEMO_TICK", default_value = "5s", value_parser = parse_duration, hide = true)]
+    pub demo_tick: Duration,
+}
+
+impl ServeArgs {
+    pub fn into_config(self) -> ServerConfig {
+        ServerConfig {
+            listen: self.listen,
+            history: HistoryLimits {
+                max_messages: self.history_size,
+                max_bytes: self.history_bytes,
+                ttl: self.history_ttl,
+            },
+            max_message_size: self.max_message_size,
+            subscriber_queue: self.subscriber_queue,
+            max_channels_per_subscription: self.max_channels_per_subscription,
+            max_subscriptions_per_socket: self.max_subscriptions_per_socket,
+            poll_timeout: self.poll_timeout,
+            max_poll_timeout: self.max_poll_timeout,
+            poll_page_size: self.poll_page_size.max(1),
+            sse_heartbeat: self.sse_heartbeat,
+            demo: self.demo,
+            demo_tick: self.demo_tick,
+            ..ServerConfig::default()
+        }
+    }
+}
+
+/// Options of `herald pub`.
+#[derive(Debug, Args)]
+pub struct PubArgs {
+    /// Channel to publish to.
+    pub channel: String,
+    /// Message data; `-` reads it from standard input.
+    pub data: String,
+    /// SSE event type to publish with.
+    #[arg(long)]
+    pub event: Option<String>,
+    /// The server's base URL.
+    #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Publish key, sent as `Authorization: Bearer KEY`.
+    #[arg(long, env = "HERALD_PUBLISH_KEY")]
+    pub key: Option<String>,
+}
+
+/// The transports `herald sub` can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SubTransport {
+    /// WebSocket, with the `/ws` protocol (ids, gaps, many channels on one socket).
+    Ws,
+    /// Server-Sent Events.
+    Sse,
+    /// HTTP long polling.
+    Poll,
+}
+
+/// Options of `herald sub`.
+#[derive(Debug, Args)]
+pub struct SubArgs {
+    /// Channels, comma-separated (`news,alerts`).
+    pub channels: String,
+    /// Transport to use.
+    #[arg(long, value_enum, default_value_t = SubTransport::Ws)]
+    pub transport: SubTransport,
+    /// Resume after this id or cursor (`0` for everything still in history).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Print each message as a JSON object with id, channel, event and data.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit after this many messages.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// The server's base URL.
+    #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Subscriber token (JWT), sent as `?token=`.
+    #[arg(long, env = "HERALD_TOKEN")]
+    pub token: Option<String>,
+}

@@ -1,0 +1,87 @@
+//! Server configuration: the one struct every layer reads its settings from,
+//! plus parsers for the human forms users type (`90s`, `1h`, `64KiB`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::hub::HistoryLimits;
+
+/// Everything `herald serve` can be told.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub history: HistoryLimits,
+    /// Largest message accepted, in bytes.
+    pub max_message_size: usize,
+    /// Messages queued per subscriber before it must catch up from history.
+    pub subscriber_queue: usize,
+    pub max_channels_per_subscription: usize,
+    pub max_subscriptions_per_socket: usize,
+    /// Long-poll hold time when the request names none, and the most it may ask for.
+    pub poll_timeout: Duration,
+    pub max_poll_timeout: Duration,
+    /// Most messages in one long-poll response.
+    pub poll_page_size: usize,
+    pub sse_heartbeat: Duration,
+    /// The reconnect delay suggested to EventSource clients (`retry:`).
+    pub sse_retry: Duration,
+    /// Serve the seed examples (`/demo`, `/demo/ws`, the `clock` ticker).
+    pub demo: bool,
+    pub demo_tick: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            history: HistoryLimits::default(),
+            max_message_size: 64 * 1024,
+            subscriber_queue: 1024,
+            max_channels_per_subscription: 64,
+            max_subscriptions_per_socket: 256,
+            poll_timeout: Duration::from_secs(30),
+            max_poll_timeout: Duration::from_secs(120),
+            poll_page_size: 100,
+            sse_heartbeat: Duration::from_secs(15),
+            sse_retry: Duration::from_secs(2),
+            demo: false,
+            demo_tick: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Parses `90s`, `1h`, `1h30m`, `250ms`; a bare number is seconds.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    if let Ok(seconds) = raw.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(raw)
+        .map_err(|e| format!("{raw:?} is not a duration ({e}); try 90s, 5m or 1h"))
+}
+
+/// Parses `65536`, `64KiB`, `64 KB`, `1MiB`.
+pub fn parse_size(raw: &str) -> Result<usize, String> {
+    let bytes = parse_size::Config::new()
+        .with_binary()
+        .parse_size(raw.trim())
+        .map_err(|e| format!("{raw:?} is not a size ({e}); try 65536, 64KiB or 1MiB"))?;
+    usize::try_from(bytes).map_err(|_| format!("{raw:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations_and_sizes() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert!(parse_size("lots").is_err());
+    }
+}

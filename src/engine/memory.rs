@@ -1,0 +1,68 @@
+//! The memory engine: history in RAM, fan-out in process. Nothing to install;
+//! history is lost on restart (a new epoch tells resuming clients so).
+
+use async_trait::async_trait;
+
+use super::{Engine, EngineError};
+use crate::hub::{
+    now_ms, ChannelInfo, ChannelName, Draft, HistoryLimits, Hub, Published, Replay, Since,
+    SubscriberHandle, SubscriberId,
+};
+
+/// The default engine: the hub alone.
+#[derive(Debug)]
+pub struct MemoryEngine {
+    hub: Hub,
+}
+
+impl MemoryEngine {
+    pub fn new(limits: HistoryLimits) -> Self {
+        Self {
+            hub: Hub::new(limits),
+        }
+    }
+}
+
+#[async_trait]
+impl Engine for MemoryEngine {
+    async fn publish(&self, draft: Draft) -> Result<Published, EngineError> {
+        Ok(self.hub.publish(draft, now_ms()))
+    }
+
+    async fn attach(
+        &self,
+        channel: &ChannelName,
+        subscriber: &SubscriberHandle,
+        since: Since,
+    ) -> Result<Replay, EngineError> {
+        Ok(self.hub.attach(channel, subscriber, since))
+    }
+
+    fn detach(&self, channel: &ChannelName, subscriber: SubscriberId) {
+        self.hub.detach(channel, subscriber);
+    }
+
+    async fn info(&self, channel: &ChannelName) -> Result<Option<ChannelInfo>, EngineError> {
+        Ok(self.hub.info(channel, now_ms()))
+    }
+
+    async fn delete(&self, channel: &ChannelName) -> Result<bool, EngineError> {
+        Ok(self.hub.delete(channel))
+    }
+
+    async fn is_ready(&self) -> bool {
+        true
+    }
+
+    fn sweep(&self) {
+        self.hub.sweep(now_ms());
+    }
+
+    fn channel_count(&self) -> usize {
+        self.hub.channel_count()
+    }
+
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+}

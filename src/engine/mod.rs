@@ -1,0 +1,65 @@
+//! Engines: where history lives and how messages get their ids.
+//!
+//! Transports and the HTTP layer talk to one [`Engine`] trait object and never
+//! know which engine is running. The memory engine is the hub alone; the
+//! durable and Redis engines keep the hub for local fan-out and put a store
+//! behind it.
+
+pub mod memory;
+pub mod subscription;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use crate::hub::{
+    ChannelInfo, ChannelName, Draft, Published, Replay, Since, SubscriberHandle, SubscriberId,
+};
+
+pub use memory::MemoryEngine;
+pub use subscription::{Event, Subscription};
+
+/// Why an engine could not do what was asked.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// The backing store cannot be reached; the caller should retry later.
+    #[error("the message store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// History, sequencing and fan-out behind one interface.
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    /// Appends a message to its channel's history, returning once it is
+    /// stored (committed, for the durable engines), and fans it out.
+    async fn publish(&self, draft: Draft) -> Result<Published, EngineError>;
+
+    /// Replays history after `since` and subscribes to what follows, with no
+    /// message lost or repeated at the seam.
+    async fn attach(
+        &self,
+        channel: &ChannelName,
+        subscriber: &SubscriberHandle,
+        since: Since,
+    ) -> Result<Replay, EngineError>;
+
+    /// Stops delivering `channel` to the subscriber (cheap; never fails).
+    fn detach(&self, channel: &ChannelName, subscriber: SubscriberId);
+
+    /// A snapshot of the channel, or `None` if it was never used (or is forgotten).
+    async fn info(&self, channel: &ChannelName) -> Result<Option<ChannelInfo>, EngineError>;
+
+    /// Drops the channel and its history, telling its subscribers.
+    async fn delete(&self, channel: &ChannelName) -> Result<bool, EngineError>;
+
+    /// Whether the engine can serve publishes now (for `/readyz`).
+    async fn is_ready(&self) -> bool;
+
+    /// Periodic upkeep: age trimming, forgetting idle channels.
+    fn sweep(&self);
+
+    /// Number of channels this node knows.
+    fn channel_count(&self) -> usize;
+
+    /// Short name for logs and `/readyz`.
+    fn name(&self) -> &'static str;
+}

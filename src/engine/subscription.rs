@@ -1,0 +1,277 @@
+//! A subscriber's view of one or more channels: replay, then live messages,
+//! in order, each exactly once, with gaps reported.
+//!
+//! Every transport reads from a `Subscription`. It owns the subscriber's
+//! queue and its cursor (the last id delivered on each channel), and it turns
+//! the hub's signals into catch-up: when the queue overflowed or a hole
+//! appears, it re-attaches from the cursor, so history fills in what the
+//! queue could not hold, and duplicates at the seam are dropped by sequence.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::{Engine, EngineError};
+use crate::hub::{
+    ChannelName, Cursor, Gap, GapReason, Inbox, Message, MessageId, Signal, Since, SubscriberHandle,
+};
+
+/// What a subscriber receives.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Message(Arc<Message>),
+    /// Messages were missed; what follows comes after the gap.
+    Gap(Gap),
+    /// The channel was deleted; the subscription no longer includes it.
+    Deleted(ChannelName),
+}
+
+/// A live subscription to a set of channels.
+pub struct Subscription {
+    engine: Arc<dyn Engine>,
+    handle: SubscriberHandle,
+    inbox: Inbox,
+    cursor: Cursor,
+    pending: VecDeque<Event>,
+    /// Channels that must re-attach from the cursor before more is delivered.
+    catch_up: VecDeque<ChannelName>,
+}
+
+enum Verdict {
+    Deliver(Event),
+    Skip,
+}
+
+impl Subscription {
+    /// An empty subscription whose queue holds at most `queue` messages.
+    pub fn new(engine: Arc<dyn Engine>, queue: usize) -> Self {
+        let (handle, inbox) = SubscriberHandle::new(queue);
+        Self {
+            engine,
+            handle,
+            inbox,
+            cursor: Cursor::new(),
+            pending: VecDeque::new(),
+            catch_up: VecDeque::new(),
+        }
+    }
+
+    /// Subscribes to every channel in `channels`, each from its own starting point.
+    pub async fn open(
+        engine: Arc<dyn Engine>,
+        queue: usize,
+        channels: &[ChannelName],
+        since: &[Since],
+    ) -> Result<Self, EngineError> {
+        let mut subscription = Self::new(engine, queue);
+        for (channel, since) in channels.iter().zip(since) {
+            subscription.add(channel, *since).await?;
+        }
+        Ok(subscription)
+    }
+
+    /// Adds `channel` (or restarts it from `since`); returns the channel's newest id.
+    pub async fn add(
+        &mut self,
+        channel: &ChannelName,
+        since: Since,
+    ) -> Result<MessageId, EngineError> {
+        self.drop_pending(channel);
+        let replay = self.engine.attach(channel, &self.handle, since).await?;
+        let start = replay
+            .messages
+            .first()
+            .map(|m| MessageId::new(m.id.epoch, m.id.seq - 1))
+            .unwrap_or(replay.position);
+        self.cursor.set(channel, start);
+        if let Some(gap) = replay.gap {
+            self.pending.push_back(Event::Gap(gap));
+        }
+        self.pending
+            .extend(replay.messages.into_iter().map(Event::Message));
+        Ok(replay.position)
+    }
+
+    /// Stops receiving `channel`. Returns false if it was not subscribed.
+    pub fn remove(&mut self, channel: &ChannelName) -> bool {
+        if self.cursor.get(channel).is_none() {
+            return false;
+        }
+        self.engine.detach(channel, self.handle.id());
+        self.cursor.remove(channel);
+        self.drop_pending(channel);
+        true
+    }
+
+    pub fn is_subscribed(&self, channel: &ChannelName) -> bool {
+        self.cursor.get(channel).is_some()
+    }
+
+    /// Number of channels subscribed.
+    pub fn len(&self) -> usize {
+        self.cursor.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cursor.is_empty()
+    }
+
+    /// The last id delivered on each channel: what a client resumes from.
+    pub fn cursor(&self) -> &Cursor {
+        &self.cursor
+    }
+
+    /// The next event, waiting for one if needed. Cancel-safe.
+    pub async fn next(&mut self) -> Event {
+        loop {
+            if let Some(event) = self.try_next() {
+                return event;
+            }
+            if let Some(channel) = self.catch_up.front().cloned() {
+                if let Err(error) = self.resume(&channel).await {
+                    // The engine is unavailable: keep the channel queued for a
+                    // later try rather than losing track of it.
+                    tracing::warn!(%channel, %error, "catch-up failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    continue;
+                }
+                self.catch_up.pop_front();
+                continue;
+            }
+            if self.take_signals() {
+                continue;
+            }
+            if let Some(message) = self.inbox.wait().await {
+                if let Verdict::Deliver(event) = self.judge(message) {
+                    return event;
+                }
+            }
+        }
+    }
+
+    /// The next event if one is ready now (for batching several into one write).
+    pub fn try_next(&mut self) -> Option<Event> {
+        while let Some(event) = self.pending.pop_front() {
+            match event {
+                Event::Message(message) => {
+                    if let Verdict::Deliver(event) = self.judge(message) {
+                        return Some(event);
+                    }
+                }
+                other => return Some(other),
+            }
+        }
+        if !self.catch_up.is_empty() {
+            return None;
+        }
+        while let Some(message) = self.inbox.try_recv() {
+            if let Verdict::Deliver(event) = self.judge(message) {
+                return Some(event);
+            }
+            if !self.catch_up.is_empty() {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Decides what to do with a message: deliver, skip a duplicate, or
+    /// notice a hole and schedule a catch-up.
+    fn judge(&mut self, message: Arc<Message>) -> Verdict {
+        let Some(last) = self.cursor.get(&message.channel) else {
+            return Verdict::Skip;
+        };
+        if self.catch_up.contains(&message.channel) {
+            return Verdict::Skip;
+        }
+        if message.id.epoch != last.epoch {
+            // History was reset under us: what we had is gone. Report it and
+            // continue in the new epoch.
+            self.pending.push_front(Event::Message(message.clone()));
+            let gap = Gap {
+                channel: message.channel.clone(),
+                reason: GapReason::Epoch,
+                since: Some(last),
+                missed: None,
+                first_id: Some(message.id),
+            };
+            self.cursor.set(
+                &message.channel,
+                MessageId::new(message.id.epoch, message.id.seq - 1),
+            );
+            return Verdict::Deliver(Event::Gap(gap));
+        }
+        if message.id.seq <= last.seq {
+            return Verdict::Skip;
+        }
+        if message.id.seq > last.seq + 1 {
+            self.catch_up.push_back(message.channel.clone());
+            return Verdict::Skip;
+        }
+        self.cursor.set(&message.channel, message.id);
+        Verdict::Deliver(Event::Message(message))
+    }
+
+    /// Turns hub signals into catch-ups and deletions. True if any arrived.
+    fn take_signals(&mut self) -> bool {
+        let signals = self.inbox.take_signals();
+        let any = !signals.is_empty();
+        for signal in signals {
+            match signal {
+                Signal::Lagged(channel) => {
+                    if self.is_subscribed(&channel) && !self.catch_up.contains(&channel) {
+                        self.catch_up.push_back(channel);
+                    }
+                }
+                Signal::Deleted(channel) => {
+                    if self.is_subscribed(&channel) {
+                        self.cursor.remove(&channel);
+                        self.drop_pending(&channel);
+                        self.pending.push_back(Event::Deleted(channel));
+                    }
+                }
+            }
+        }
+        any
+    }
+
+    /// Re-attaches `channel` from the last id delivered.
+    async fn resume(&mut self, channel: &ChannelName) -> Result<(), EngineError> {
+        let Some(last) = self.cursor.get(channel) else {
+            return Ok(());
+        };
+        let replay = self
+            .engine
+            .attach(channel, &self.handle, Since::After(last))
+            .await?;
+        if let Some(gap) = replay.gap {
+            // Skip straight to what history still has.
+            let start = replay
+                .messages
+                .first()
+                .map(|m| MessageId::new(m.id.epoch, m.id.seq - 1))
+                .unwrap_or(replay.position);
+            self.cursor.set(channel, start);
+            self.pending.push_back(Event::Gap(gap));
+        }
+        self.pending
+            .extend(replay.messages.into_iter().map(Event::Message));
+        Ok(())
+    }
+
+    fn drop_pending(&mut self, channel: &ChannelName) {
+        self.pending.retain(|event| match event {
+            Event::Message(m) => &m.channel != channel,
+            Event::Gap(g) => &g.channel != channel,
+            Event::Deleted(c) => c != channel,
+        });
+        self.catch_up.retain(|c| c != channel);
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        for channel in self.cursor.channels() {
+            self.engine.detach(channel, self.handle.id());
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Every error a client can cause, and the one place that turns it into a
+//! JSON response: `{"error": {"code": "snake_case", "message": "..."}}`.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use thiserror::Error;
+
+use crate::engine::EngineError;
+use crate::hub::{CursorError, NameError};
+
+/// A request that could not be served, as the client will be told.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("bad channel name: {0}")]
+    BadChannel(#[from] NameError),
+    #[error("bad cursor: {0}")]
+    BadCursor(#[from] CursorError),
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("the body is larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadChannel(_) | Self::BadCursor(_) | Self::BadRequest { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Engine(_) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadChannel(_) => "bad_channel",
+            Self::BadCursor(_) => "bad_cursor",
+            Self::BadRequest { code, .. } => code,
+            Self::TooLarge { .. } => "too_large",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Engine(_) => "engine_unavailable",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// The JSON error object, also used inside `/ws` error frames.
+    pub fn body(&self) -> serde_json::Value {
+        json!({ "code": self.code(), "message": self.to_string() })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), Json(json!({ "error": self.body() }))).into_response();
+        if matches!(self, Self::Engine(_) | Self::ShuttingDown) {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,171 @@
+//! The HTTP face of herald: one router on one port for the publish API, the
+//! three transports, the browser client, the pages and health checks.
+
+pub mod assets;
+pub mod error;
+pub mod publish;
+pub mod subscribe;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+use crate::demo;
+use crate::engine::{Engine, MemoryEngine};
+use crate::transport::{self, Context};
+
+pub use error::ApiError;
+
+/// Builds the router over an engine.
+pub fn router(ctx: Context) -> Router {
+    let mut router = Router::new()
+        .route("/", get(assets::console))
+        .route("/herald.js", get(assets::client_script))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/pub", axum::routing::post(publish::publish_batch))
+        .route(
+            "/pub/{channel}",
+            get(publish::channel_info)
+                .post(publish::publish_one)
+                .delete(publish::delete_channel),
+        )
+        .route("/sub/{channels}", get(subscribe::subscribe))
+        .route("/ws", get(transport::socket::upgrade));
+    if ctx.config.demo {
+        router = router.merge(demo::routes());
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(ctx)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(ctx): State<Context>) -> impl IntoResponse {
+    let engine = ctx.engine.name();
+    if ctx.shutdown.is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "shutting_down", "engine": engine })),
+        );
+    }
+    if ctx.engine.is_ready().await {
+        (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "engine": engine })),
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "engine_unavailable", "engine": engine })),
+        )
+    }
+}
+
+/// A server running in the background (for `herald serve` and for tests).
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Signals shutdown: stop accepting, end every stream with its transport's goodbye.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// A token that is cancelled when the server shuts down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the server has stopped.
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.task
+            .await
+            .map_err(|e| std::io::Error::other(format!("server task failed: {e}")))?
+    }
+}
+
+/// Binds `config.listen` and serves with the memory engine.
+pub async fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
+    let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new(config.history));
+    start_with_engine(config, engine).await
+}
+
+/// Binds `config.listen` and serves with `engine`.
+pub async fn start_with_engine(
+    config: ServerConfig,
+    engine: Arc<dyn Engine>,
+) -> std::io::Result<RunningServer> {
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let ctx = Context {
+        engine: engine.clone(),
+        config: Arc::new(config),
+        shutdown: shutdown.clone(),
+    };
+    let mut background = Vec::new();
+    background.push(tokio::spawn(sweep(engine.clone(), shutdown.clone())));
+    if ctx.config.demo {
+        background.push(tokio::spawn(demo::ticker(ctx.clone())));
+    }
+    let app = router(ctx);
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+        for task in background {
+            task.abort();
+            let _ = task.await;
+        }
+        served
+    });
+    tracing::info!(%addr, engine = engine.name(), "listening");
+    Ok(RunningServer {
+        addr,
+        shutdown,
+        task,
+    })
+}
+
+/// Trims history by age and forgets idle channels, once a second.
+async fn sweep(engine: Arc<dyn Engine>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => engine.sweep(),
+        }
+    }
+}

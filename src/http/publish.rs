@@ -1,0 +1,220 @@
+//! The publish API: `POST /pub/{channel}`, `POST /pub` (batch),
+//! `GET /pub/{channel}` (info) and `DELETE /pub/{channel}`.
+
+use std::collections::HashMap;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::Json;
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use crate::hub::{ChannelInfo, ChannelName, Draft, EventName, Published};
+use crate::transport::Context;
+
+/// Most messages in one batch publish.
+pub const MAX_BATCH: usize = 1000;
+
+/// The publish answer: `{"id", "channel", "subscribers"}`.
+pub fn published_json(published: &Published) -> Value {
+    json!({
+        "id": published.id.to_string(),
+        "channel": published.channel.as_str(),
+        "subscribers": published.subscribers,
+    })
+}
+
+fn info_json(info: &ChannelInfo) -> Value {
+    json!({
+        "channel": info.channel.as_str(),
+        "subscribers": info.subscribers,
+        "messages": info.messages,
+        "bytes": info.bytes,
+        "first_id": info.first_id.map(|id| id.to_string()),
+        "last_id": info.last_id.map(|id| id.to_string()),
+    })
+}
+
+/// Takes the channel from the path, turning extractor failures into JSON errors.
+pub fn channel_from_path(
+    path: Result<Path<String>, PathRejection>,
+) -> Result<ChannelName, ApiError> {
+    let Path(raw) = path.map_err(|e| ApiError::bad_request("bad_channel", e.body_text()))?;
+    Ok(ChannelName::parse(&raw)?)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 256)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_idempotency_key",
+                "Idempotency-Key must be 1-256 visible ASCII characters",
+            )
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+fn event_name(raw: Option<&String>) -> Result<Option<EventName>, ApiError> {
+    raw.filter(|e| !e.is_empty())
+        .map(|e| {
+            EventName::parse(e)
+                .map_err(|err| ApiError::bad_request("bad_event", format!("bad event name: {err}")))
+        })
+        .transpose()
+}
+
+/// Reads a body of at most `limit` bytes, answering 413 beyond it.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::TooLarge { limit })
+}
+
+/// `POST /pub/{channel}`: the body is the message.
+pub async fn publish_one(
+    State(ctx): State<Context>,
+    path: Result<Path<String>, PathRejection>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let channel = channel_from_path(path)?;
+    let event = event_name(query.get("event"))?;
+    let idempotency_key = idempotency_key(&headers)?;
+    let data = read_body(&headers, body, ctx.config.max_message_size).await?;
+    let published = ctx
+        .engine
+        .publish(Draft {
+            channel,
+            event,
+            data,
+            idempotency_key,
+        })
+        .await?;
+    Ok(Json(published_json(&published)))
+}
+
+#[derive(Deserialize)]
+struct BatchItem {
+    channel: String,
+    data: Value,
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    encoding: Option<String>,
+}
+
+/// The bytes a JSON `data` field stands for: a string as is (or base64-decoded),
+/// anything else as its JSON text.
+pub fn data_from_json(data: Value, encoding: Option<&str>) -> Result<Bytes, ApiError> {
+    match (data, encoding) {
+        (Value::String(s), Some("base64")) => base64::engine::general_purpose::STANDARD
+            .decode(s.as_bytes())
+            .map(Bytes::from)
+            .map_err(|e| {
+                ApiError::bad_request("bad_data", format!("data is not valid base64: {e}"))
+            }),
+        (_, Some(other)) if other != "text" => Err(ApiError::bad_request(
+            "bad_encoding",
+            format!("unknown encoding {other:?}; use \"base64\" or leave it out"),
+        )),
+        (Value::String(s), _) => Ok(Bytes::from(s)),
+        (other, _) => Ok(Bytes::from(other.to_string())),
+    }
+}
+
+/// `POST /pub`: a JSON array of `{"channel", "data", "event"?, "encoding"?}`,
+/// checked whole before anything is published.
+pub async fn publish_batch(
+    State(ctx): State<Context>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let limit = (ctx.config.max_message_size * 16).max(1 << 20);
+    let raw = read_body(&headers, body, limit).await?;
+    let items: Vec<BatchItem> = serde_json::from_slice(&raw).map_err(|e| {
+        ApiError::bad_request(
+            "bad_json",
+            format!("expected a JSON array of {{\"channel\", \"data\", \"event\"?}}: {e}"),
+        )
+    })?;
+    if items.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(
+            "batch_too_large",
+            format!(
+                "{} messages in one batch; the limit is {MAX_BATCH}",
+                items.len()
+            ),
+        ));
+    }
+    let key = idempotency_key(&headers)?;
+    let mut drafts = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let data = data_from_json(item.data, item.encoding.as_deref())?;
+        if data.len() > ctx.config.max_message_size {
+            return Err(ApiError::TooLarge {
+                limit: ctx.config.max_message_size,
+            });
+        }
+        drafts.push(Draft {
+            channel: ChannelName::parse(&item.channel)?,
+            event: event_name(item.event.as_ref())?,
+            data,
+            idempotency_key: key.as_ref().map(|k| format!("{k}#{index}")),
+        });
+    }
+    let mut results = Vec::with_capacity(drafts.len());
+    for draft in drafts {
+        results.push(published_json(&ctx.engine.publish(draft).await?));
+    }
+    Ok(Json(Value::Array(results)))
+}
+
+/// `GET /pub/{channel}`.
+pub async fn channel_info(
+    State(ctx): State<Context>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let channel = channel_from_path(path)?;
+    match ctx.engine.info(&channel).await? {
+        Some(info) => Ok(Json(info_json(&info))),
+        None => Err(ApiError::NotFound(format!(
+            "channel {channel:?} has never been used"
+        ))),
+    }
+}
+
+/// `DELETE /pub/{channel}`.
+pub async fn delete_channel(
+    State(ctx): State<Context>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let channel = channel_from_path(path)?;
+    if ctx.engine.delete(&channel).await? {
+        Ok(Json(
+            json!({ "channel": channel.as_str(), "deleted": true }),
+        ))
+    } else {
+        Err(ApiError::NotFound(format!(
+            "channel {channel:?} does not exist"
+        )))
+    }
+}

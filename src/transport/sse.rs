@@ -1,0 +1,234 @@
+//! Server-Sent Events: one `text/event-stream` response per subscription.
+//!
+//! Each message is an event with `id:` (what `Last-Event-ID` resumes from),
+//! `event:` when published with one, and one `data:` line per line of data.
+//! A one-channel stream sends frames encoded once per message and shared by
+//! every subscriber; a multi-channel stream adds its own cursor as the id.
+//! With `?envelope=1` the data is a JSON object naming the channel (what a
+//! client needs to demultiplex a multi-channel stream).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures_util::stream;
+use tokio::time::{interval_at, Instant, Interval};
+use tokio_util::sync::CancellationToken;
+
+use super::{data_as_json_string, write_message_fields, Context, WRITE_BATCH_BYTES};
+use crate::engine::{EngineError, Event, Subscription};
+use crate::hub::{ChannelName, Message, Since, Wire};
+
+/// Appends `data:` lines for `text`, splitting on every SSE line ending.
+fn push_data_lines(out: &mut BytesMut, text: &str) {
+    let mut rest = text;
+    loop {
+        let end = rest.find(['\n', '\r']).unwrap_or(rest.len());
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(&rest.as_bytes()[..end]);
+        out.extend_from_slice(b"\n");
+        if end == rest.len() {
+            break;
+        }
+        let skip = if rest[end..].starts_with("\r\n") {
+            2
+        } else {
+            1
+        };
+        rest = &rest[end + skip..];
+    }
+}
+
+/// An event frame: optional `id:`, optional `event:`, data lines, blank line.
+pub fn frame(id: Option<&str>, event: Option<&str>, data: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + 64);
+    if let Some(id) = id {
+        out.extend_from_slice(b"id: ");
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(b"\n");
+    }
+    if let Some(event) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(event.as_bytes());
+        out.extend_from_slice(b"\n");
+    }
+    push_data_lines(&mut out, data);
+    out.extend_from_slice(b"\n");
+    out.freeze()
+}
+
+fn plain_data(message: &Message) -> String {
+    // SSE is text only: binary data travels base64-encoded (docs/protocol.md).
+    data_as_json_string(message).0
+}
+
+fn envelope_data(message: &Message) -> String {
+    let mut out = Vec::with_capacity(message.data.len() + 64);
+    out.push(b'{');
+    write_message_fields(&mut out, message);
+    out.push(b'}');
+    String::from_utf8(out).expect("JSON text is UTF-8")
+}
+
+/// The frame for `message`, reusing the encoding shared by all subscribers
+/// where the id is the message's own.
+pub fn message_frame(message: &Message, envelope: bool, cursor: Option<&str>) -> Bytes {
+    match (envelope, cursor) {
+        (false, None) => message.encoded(Wire::EventStream, |m| {
+            frame(
+                Some(m.id_text()),
+                m.event.as_ref().map(|e| e.as_str()),
+                &plain_data(m),
+            )
+        }),
+        (true, None) => message.encoded(Wire::EnvelopeStream, |m| {
+            frame(Some(m.id_text()), None, &envelope_data(m))
+        }),
+        (false, Some(cursor)) => {
+            let body = message.encoded(Wire::EventStreamBody, |m| {
+                frame(None, m.event.as_ref().map(|e| e.as_str()), &plain_data(m))
+            });
+            with_id(cursor, &body)
+        }
+        (true, Some(cursor)) => {
+            let body =
+                message.encoded(Wire::EnvelopeBody, |m| frame(None, None, &envelope_data(m)));
+            with_id(cursor, &body)
+        }
+    }
+}
+
+fn with_id(id: &str, body: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(body.len() + id.len() + 5);
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(b"\n");
+    out.extend_from_slice(body);
+    out.freeze()
+}
+
+/// Everything a stream needs between two chunks.
+struct Stream {
+    subscription: Subscription,
+    multi: bool,
+    envelope: bool,
+    heartbeat: Interval,
+    shutdown: CancellationToken,
+    first: Option<Bytes>,
+    finished: bool,
+}
+
+impl Stream {
+    /// Appends the frame for `event`; false when the stream must end after it.
+    fn push(&mut self, out: &mut BytesMut, event: Event) -> bool {
+        match event {
+            Event::Message(message) => {
+                let cursor = self.multi.then(|| self.subscription.cursor().render());
+                out.extend_from_slice(&message_frame(&message, self.envelope, cursor.as_deref()));
+                true
+            }
+            Event::Gap(gap) => {
+                out.extend_from_slice(&frame(None, Some("herald.gap"), &gap.to_json().to_string()));
+                true
+            }
+            Event::Deleted(channel) => {
+                let data = serde_json::json!({ "channel": channel.as_str(), "reason": "deleted" });
+                out.extend_from_slice(&frame(None, Some("herald.closed"), &data.to_string()));
+                false
+            }
+        }
+    }
+
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        if self.finished {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => {
+                self.finished = true;
+                let data = serde_json::json!({ "reason": "shutdown" });
+                Some(frame(None, Some("herald.closed"), &data.to_string()))
+            }
+            event = self.subscription.next() => {
+                let mut out = BytesMut::new();
+                let mut open = self.push(&mut out, event);
+                while open && out.len() < WRITE_BATCH_BYTES {
+                    match self.subscription.try_next() {
+                        Some(event) => open = self.push(&mut out, event),
+                        None => break,
+                    }
+                }
+                self.finished = !open;
+                Some(out.freeze())
+            }
+            _ = self.heartbeat.tick() => Some(Bytes::from_static(b": ping\n\n")),
+        }
+    }
+}
+
+/// Starts an event stream for `channels`.
+pub async fn respond(
+    ctx: Context,
+    channels: Vec<ChannelName>,
+    since: Vec<Since>,
+    envelope: bool,
+) -> Result<Response, EngineError> {
+    let subscription = Subscription::open(
+        ctx.engine.clone(),
+        ctx.config.subscriber_queue,
+        &channels,
+        &since,
+    )
+    .await?;
+    let heartbeat_every = ctx.config.sse_heartbeat.max(Duration::from_millis(100));
+    let first = Bytes::from(format!(
+        "retry: {}\n: herald\n\n",
+        ctx.config.sse_retry.as_millis()
+    ));
+    let state = Stream {
+        subscription,
+        multi: channels.len() > 1,
+        envelope,
+        heartbeat: interval_at(Instant::now() + heartbeat_every, heartbeat_every),
+        shutdown: ctx.shutdown.clone(),
+        first: Some(first),
+        finished: false,
+    };
+    let body = stream::unfold(state, |mut state| async move {
+        let chunk = state.next_chunk().await?;
+        Some((Ok::<_, Infallible>(chunk), state))
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_data_line_per_line_of_data() {
+        let f = frame(Some("a-1"), Some("update"), "one\ntwo\r\nthree\rfour");
+        assert_eq!(
+            &f[..],
+            b"id: a-1\nevent: update\ndata: one\ndata: two\ndata: three\ndata: four\n\n"
+        );
+        assert_eq!(&frame(None, None, "")[..], b"data: \n\n");
+        assert_eq!(&frame(None, None, "x\n")[..], b"data: x\ndata: \n\n");
+    }
+}

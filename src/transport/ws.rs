@@ -1,0 +1,165 @@
+//! Raw WebSocket on `/sub/{channels}`: one frame per message with its data as
+//! is (text frame for UTF-8, binary otherwise), and every frame the client
+//! sends is published to the subscription's channels, so the sender hears its
+//! own message back like every other subscriber (Nchan's pub/sub behaviour).
+//! Raw mode has no room for ids or gap reports; clients that need them use
+//! the `/ws` protocol.
+
+use axum::extract::ws::{CloseFrame, Message as Frame, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::SinkExt;
+
+use super::{Context, WRITE_BATCH_BYTES};
+use crate::engine::{Event, Subscription};
+use crate::http::ApiError;
+use crate::hub::{ChannelName, Draft, Message, Since};
+
+/// RFC 6455 §7.4.1 close codes herald uses.
+pub mod close_code {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const UNSUPPORTED: u16 = 1003;
+    pub const INTERNAL: u16 = 1011;
+    pub const SERVICE_RESTART: u16 = 1012;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// Read and write buffer sizes: small, so idle connections stay cheap.
+pub const SOCKET_BUFFER: usize = 4 * 1024;
+
+/// Applies herald's frame limits and buffer sizes to an upgrade.
+pub fn configure(upgrade: WebSocketUpgrade, ctx: &Context) -> WebSocketUpgrade {
+    upgrade
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(SOCKET_BUFFER)
+        .max_message_size(ctx.config.max_message_size.max(1024) + 1024)
+        .max_frame_size(ctx.config.max_message_size.max(1024) + 1024)
+}
+
+/// The frame carrying `message` on a raw socket.
+pub fn data_frame(message: &Message) -> Frame {
+    if message.is_text {
+        if let Ok(text) = Utf8Bytes::try_from(message.data.clone()) {
+            return Frame::Text(text);
+        }
+    }
+    Frame::Binary(message.data.clone())
+}
+
+/// A close frame with a code and a reason.
+pub fn close_frame(code: u16, reason: &str) -> Frame {
+    Frame::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    }))
+}
+
+/// Accepts the upgrade after subscribing, so a bad cursor is refused with 400
+/// before the socket opens.
+pub async fn upgrade(
+    ctx: Context,
+    upgrade: WebSocketUpgrade,
+    channels: Vec<ChannelName>,
+    since: Vec<Since>,
+) -> Result<Response, ApiError> {
+    let subscription = Subscription::open(
+        ctx.engine.clone(),
+        ctx.config.subscriber_queue,
+        &channels,
+        &since,
+    )
+    .await?;
+    Ok(configure(upgrade, &ctx)
+        .on_upgrade(move |socket| serve(ctx, socket, subscription, channels)))
+}
+
+enum Step {
+    Continue,
+    Close(u16, String),
+    Gone,
+}
+
+async fn serve(
+    ctx: Context,
+    mut socket: WebSocket,
+    mut subscription: Subscription,
+    channels: Vec<ChannelName>,
+) {
+    loop {
+        let step = tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => Step::Close(close_code::SERVICE_RESTART, "server shutting down".into()),
+            frame = socket.recv() => match frame {
+                Some(Ok(Frame::Text(text))) => publish(&ctx, &channels, Bytes::from(text)).await,
+                Some(Ok(Frame::Binary(data))) => publish(&ctx, &channels, data).await,
+                Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => Step::Continue,
+                Some(Ok(Frame::Close(_))) | None | Some(Err(_)) => Step::Gone,
+            },
+            event = subscription.next() => write_events(&mut socket, &mut subscription, event).await,
+        };
+        match step {
+            Step::Continue => {}
+            Step::Gone => return,
+            Step::Close(code, reason) => {
+                let _ = socket.send(close_frame(code, &reason)).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn publish(ctx: &Context, channels: &[ChannelName], data: Bytes) -> Step {
+    if data.len() > ctx.config.max_message_size {
+        return Step::Close(
+            1009,
+            format!("message larger than {} bytes", ctx.config.max_message_size),
+        );
+    }
+    for channel in channels {
+        let draft = Draft {
+            channel: channel.clone(),
+            event: None,
+            data: data.clone(),
+            idempotency_key: None,
+        };
+        if let Err(error) = ctx.engine.publish(draft).await {
+            return Step::Close(close_code::TRY_AGAIN_LATER, error.to_string());
+        }
+    }
+    Step::Continue
+}
+
+/// Writes `first` and whatever else is ready, then flushes once.
+async fn write_events(
+    socket: &mut WebSocket,
+    subscription: &mut Subscription,
+    first: Event,
+) -> Step {
+    let mut event = Some(first);
+    let mut written = 0;
+    while let Some(current) = event.take() {
+        match current {
+            Event::Message(message) => {
+                written += message.data.len();
+                if socket.feed(data_frame(&message)).await.is_err() {
+                    return Step::Gone;
+                }
+            }
+            Event::Gap(gap) => {
+                tracing::debug!(channel = %gap.channel, "gap on a raw WebSocket (not reportable in raw mode)");
+            }
+            Event::Deleted(channel) => {
+                let _ = socket.flush().await;
+                return Step::Close(close_code::NORMAL, format!("channel {channel} was deleted"));
+            }
+        }
+        if written < WRITE_BATCH_BYTES {
+            event = subscription.try_next();
+        }
+    }
+    if socket.flush().await.is_err() {
+        return Step::Gone;
+    }
+    Step::Continue
+}
