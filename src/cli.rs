@@ -77,6 +77,13 @@ pub struct ServeArgs {
     /// Interval of the SSE `: ping` comment that keeps proxies from closing idle streams.
     #[arg(long, env = "HERALD_SSE_HEARTBEAT", default_value = "15s", value_parser = parse_duration)]
     pub sse_heartbeat: Duration,
+    /// Close streaming connections (WebSocket, SSE) after this long (e.g. 1h) so
+    /// clients reconnect, resume and rebalance; off by default.
+    #[arg(long, env = "HERALD_MAX_CONNECTION_AGE", value_parser = parse_duration)]
+    pub max_connection_age: Option<Duration>,
+    /// On SIGTERM/SIGINT, how long to wait for connections to finish before exiting anyway.
+    #[arg(long, env = "HERALD_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
     /// Serve the seed examples: /demo, the /demo/ws echo and the `clock` ticker.
     #[arg(long, env = "HERALD_DEMO")]
     pub demo: bool,
@@ -102,6 +109,7 @@ impl ServeArgs {
             max_poll_timeout: self.max_poll_timeout,
             poll_page_size: self.poll_page_size.max(1),
             sse_heartbeat: self.sse_heartbeat,
+            max_connection_age: self.max_connection_age,
             demo: self.demo,
             demo_tick: self.demo_tick,
             ..ServerConfig::default()

@@ -25,6 +25,9 @@ pub struct ServerConfig {
     pub sse_heartbeat: Duration,
     /// The reconnect delay suggested to EventSource clients (`retry:`).
     pub sse_retry: Duration,
+    /// Streaming connections (WebSocket, SSE) are closed after this long, so
+    /// clients reconnect and spread over nodes; `None` keeps them open.
+    pub max_connection_age: Option<Duration>,
     /// Serve the seed examples (`/demo`, `/demo/ws`, the `clock` ticker).
     pub demo: bool,
     pub demo_tick: Duration,
@@ -44,6 +47,7 @@ impl Default for ServerConfig {
             poll_page_size: 100,
             sse_heartbeat: Duration::from_secs(15),
             sse_retry: Duration::from_secs(2),
+            max_connection_age: None,
             demo: false,
             demo_tick: Duration::from_secs(5),
         }

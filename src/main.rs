@@ -1,8 +1,10 @@
 //! The `herald` binary: parses the command line and runs a command.
 
+use std::time::Duration;
+
 use anyhow::Context as _;
 use clap::Parser;
-use herald::cli::{Cli, Command};
+use herald::cli::{Cli, Command, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -15,19 +17,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Serve(args) => {
-            let config = args.into_config();
-            let server = herald::http::start(config)
-                .await
-                .context("could not start the server")?;
-            println!("herald listening on http://{}", server.addr);
-            let stop = server.shutdown_token();
-            tokio::spawn(async move {
-                let _ = tokio::signal::ctrl_c().await;
-                stop.cancel();
-            });
-            server.wait().await.context("server failed")?;
-        }
+        Command::Serve(args) => serve(args).await?,
         Command::Pub(args) => {
             let answer = herald::client::publish(args).await?;
             println!("{answer}");
@@ -35,4 +25,59 @@ async fn main() -> anyhow::Result<()> {
         Command::Sub(args) => herald::client::subscribe::run(args).await?,
     }
     Ok(())
+}
+
+/// Runs the server until SIGTERM or SIGINT, then drains within the shutdown timeout.
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let deadline = args.shutdown_timeout;
+    let server = herald::http::start(args.into_config())
+        .await
+        .context("could not start the server")?;
+    println!("herald listening on http://{}", server.addr);
+    let stop = server.shutdown_token();
+    tokio::spawn(async move {
+        termination_signal().await;
+        tracing::info!("shutting down: closing connections (a second signal exits at once)");
+        stop.cancel();
+        termination_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    let stop = server.shutdown_token();
+    tokio::select! {
+        result = server.wait() => result.context("server failed")?,
+        _ = overdue(stop, deadline) => {
+            tracing::warn!(?deadline, "connections still open at the shutdown deadline; exiting");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes `deadline` after shutdown began.
+async fn overdue(stop: tokio_util::sync::CancellationToken, deadline: Duration) {
+    stop.cancelled().await;
+    tokio::time::sleep(deadline).await;
+}
+
+async fn termination_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

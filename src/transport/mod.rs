@@ -25,6 +25,15 @@ pub struct Context {
     pub shutdown: CancellationToken,
 }
 
+/// Fires when a connection opened now reaches `--max-connection-age` (never if unset).
+pub fn connection_deadline(config: &ServerConfig) -> std::pin::Pin<Box<tokio::time::Sleep>> {
+    // A year stands in for "never" without overflowing Instant arithmetic.
+    let age = config
+        .max_connection_age
+        .unwrap_or(std::time::Duration::from_secs(365 * 24 * 3600));
+    Box::pin(tokio::time::sleep(age))
+}
+
 /// Most bytes gathered into one write when several events are ready at once.
 pub const WRITE_BATCH_BYTES: usize = 64 * 1024;
 

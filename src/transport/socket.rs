@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::protocol::{self, Request};
 use super::ws::{close_code, close_frame, configure};
-use super::{Context, WRITE_BATCH_BYTES};
+use super::{connection_deadline, Context, WRITE_BATCH_BYTES};
 use crate::engine::{Event, Subscription};
 use crate::http::publish::{data_from_json, published_json};
 use crate::http::ApiError;
@@ -30,11 +30,18 @@ async fn send_text(socket: &mut WebSocket, text: String) -> bool {
 
 async fn serve(ctx: Context, mut socket: WebSocket) {
     let mut subscription = Subscription::new(ctx.engine.clone(), ctx.config.subscriber_queue);
+    let mut deadline = connection_deadline(&ctx.config);
     loop {
         let alive = tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled() => {
                 let _ = socket.send(close_frame(close_code::SERVICE_RESTART, "server shutting down")).await;
+                return;
+            }
+            _ = &mut deadline => {
+                let _ = socket
+                    .send(close_frame(close_code::GOING_AWAY, "connection reached its maximum age; reconnect"))
+                    .await;
                 return;
             }
             frame = socket.recv() => match frame {

@@ -18,7 +18,9 @@ use futures_util::stream;
 use tokio::time::{interval_at, Instant, Interval};
 use tokio_util::sync::CancellationToken;
 
-use super::{data_as_json_string, write_message_fields, Context, WRITE_BATCH_BYTES};
+use super::{
+    connection_deadline, data_as_json_string, write_message_fields, Context, WRITE_BATCH_BYTES,
+};
 use crate::engine::{EngineError, Event, Subscription};
 use crate::hub::{ChannelName, Message, Since, Wire};
 
@@ -117,6 +119,7 @@ struct Stream {
     envelope: bool,
     heartbeat: Interval,
     shutdown: CancellationToken,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
     first: Option<Bytes>,
     finished: bool,
 }
@@ -154,6 +157,11 @@ impl Stream {
             _ = self.shutdown.cancelled() => {
                 self.finished = true;
                 let data = serde_json::json!({ "reason": "shutdown" });
+                Some(frame(None, Some("herald.closed"), &data.to_string()))
+            }
+            _ = &mut self.deadline => {
+                self.finished = true;
+                let data = serde_json::json!({ "reason": "max_age" });
                 Some(frame(None, Some("herald.closed"), &data.to_string()))
             }
             event = self.subscription.next() => {
@@ -198,6 +206,7 @@ pub async fn respond(
         envelope,
         heartbeat: interval_at(Instant::now() + heartbeat_every, heartbeat_every),
         shutdown: ctx.shutdown.clone(),
+        deadline: connection_deadline(&ctx.config),
         first: Some(first),
         finished: false,
     };

@@ -10,7 +10,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::SinkExt;
 
-use super::{Context, WRITE_BATCH_BYTES};
+use super::{connection_deadline, Context, WRITE_BATCH_BYTES};
 use crate::engine::{Event, Subscription};
 use crate::http::ApiError;
 use crate::hub::{ChannelName, Draft, Message, Since};
@@ -86,10 +86,12 @@ async fn serve(
     mut subscription: Subscription,
     channels: Vec<ChannelName>,
 ) {
+    let mut deadline = connection_deadline(&ctx.config);
     loop {
         let step = tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled() => Step::Close(close_code::SERVICE_RESTART, "server shutting down".into()),
+            _ = &mut deadline => Step::Close(close_code::GOING_AWAY, "connection reached its maximum age; reconnect".into()),
             frame = socket.recv() => match frame {
                 Some(Ok(Frame::Text(text))) => publish(&ctx, &channels, Bytes::from(text)).await,
                 Some(Ok(Frame::Binary(data))) => publish(&ctx, &channels, data).await,
