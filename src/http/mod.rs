@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
 use crate::demo;
-use crate::engine::{Engine, MemoryEngine};
+use crate::engine::Engine;
 use crate::transport::{self, Context};
 
 pub use error::ApiError;
@@ -111,9 +111,11 @@ impl RunningServer {
     }
 }
 
-/// Binds `config.listen` and serves with the memory engine.
+/// Opens the configured engine, binds `config.listen` and serves.
 pub async fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
-    let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new(config.history));
+    let engine = crate::engine::open(&config)
+        .await
+        .map_err(|e| std::io::Error::other(format!("could not open the engine: {e}")))?;
     start_with_engine(config, engine).await
 }
 
