@@ -40,10 +40,11 @@ async fn echo_upgrade(State(ctx): State<Context>, upgrade: WebSocketUpgrade) -> 
 
 /// The seed's echo server: every text frame comes back prefixed.
 async fn echo(ctx: Context, mut socket: WebSocket) {
-    tracing::debug!("demo echo client connected");
+    let mut connection = crate::telemetry::Connection::open("echo");
     loop {
         let frame = tokio::select! {
             _ = ctx.shutdown.cancelled() => {
+                connection.set_reason("shutdown");
                 let _ = socket.send(close_frame(close_code::SERVICE_RESTART, "server shutting down")).await;
                 break;
             }
@@ -64,8 +65,8 @@ async fn echo(ctx: Context, mut socket: WebSocket) {
         {
             break;
         }
+        connection.delivered(1, crate::hub::now_ms());
     }
-    tracing::debug!("demo echo client disconnected");
 }
 
 /// The text the seed's SSE server sent, for the current local time.
@@ -89,7 +90,7 @@ pub async fn ticker(ctx: Context) {
             data: Bytes::from(clock_message()),
             idempotency_key: None,
         };
-        if let Err(error) = ctx.engine.publish(draft).await {
+        if let Err(error) = crate::transport::publish(&ctx, draft).await {
             tracing::warn!(%error, "demo clock could not publish");
         }
     }

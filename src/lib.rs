@@ -13,4 +13,5 @@ pub mod demo;
 pub mod engine;
 pub mod http;
 pub mod hub;
+pub mod telemetry;
 pub mod transport;

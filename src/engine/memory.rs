@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, EngineTotals};
 use crate::hub::{
     now_ms, ChannelInfo, ChannelName, Draft, HistoryLimits, Hub, Published, Replay, Since,
     SubscriberHandle, SubscriberId,
@@ -60,6 +60,15 @@ impl Engine for MemoryEngine {
 
     fn channel_count(&self) -> usize {
         self.hub.channel_count()
+    }
+
+    fn totals(&self) -> EngineTotals {
+        let (history_messages, history_bytes) = self.hub.history_totals();
+        EngineTotals {
+            channels: self.hub.channel_count(),
+            history_messages,
+            history_bytes,
+        }
     }
 
     fn name(&self) -> &'static str {

@@ -29,6 +29,14 @@ pub enum EngineError {
     Unavailable(String),
 }
 
+/// What an engine holds, sampled for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineTotals {
+    pub channels: usize,
+    pub history_messages: usize,
+    pub history_bytes: usize,
+}
+
 /// Opens the engine `config` asks for (memory unless a store is configured).
 pub async fn open(config: &ServerConfig) -> Result<Arc<dyn Engine>, EngineError> {
     Ok(Arc::new(MemoryEngine::new(config.history)))
@@ -67,6 +75,14 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Number of channels this node knows.
     fn channel_count(&self) -> usize;
+
+    /// Channels and history held by this node, for metrics.
+    fn totals(&self) -> EngineTotals {
+        EngineTotals {
+            channels: self.channel_count(),
+            ..EngineTotals::default()
+        }
+    }
 
     /// Short name for logs and `/readyz`.
     fn name(&self) -> &'static str;

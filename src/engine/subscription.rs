@@ -14,6 +14,7 @@ use super::{Engine, EngineError};
 use crate::hub::{
     ChannelName, Cursor, Gap, GapReason, Inbox, Message, MessageId, Signal, Since, SubscriberHandle,
 };
+use crate::telemetry;
 
 /// What a subscriber receives.
 #[derive(Debug, Clone)]
@@ -77,6 +78,9 @@ impl Subscription {
     ) -> Result<MessageId, EngineError> {
         self.drop_pending(channel);
         let replay = self.engine.attach(channel, &self.handle, since).await?;
+        if !self.is_subscribed(channel) {
+            telemetry::subscriptions(1.0);
+        }
         let start = replay
             .messages
             .first()
@@ -99,6 +103,7 @@ impl Subscription {
         self.engine.detach(channel, self.handle.id());
         self.cursor.remove(channel);
         self.drop_pending(channel);
+        telemetry::subscriptions(-1.0);
         true
     }
 
@@ -157,6 +162,10 @@ impl Subscription {
                         return Some(event);
                     }
                 }
+                Event::Gap(gap) => {
+                    telemetry::gap(gap.reason.as_str());
+                    return Some(Event::Gap(gap));
+                }
                 other => return Some(other),
             }
         }
@@ -198,6 +207,7 @@ impl Subscription {
                 &message.channel,
                 MessageId::new(message.id.epoch, message.id.seq - 1),
             );
+            telemetry::gap(gap.reason.as_str());
             return Verdict::Deliver(Event::Gap(gap));
         }
         if message.id.seq <= last.seq {
@@ -218,12 +228,14 @@ impl Subscription {
         for signal in signals {
             match signal {
                 Signal::Lagged(channel) => {
+                    telemetry::lagged();
                     if self.is_subscribed(&channel) && !self.catch_up.contains(&channel) {
                         self.catch_up.push_back(channel);
                     }
                 }
                 Signal::Deleted(channel) => {
                     if self.is_subscribed(&channel) {
+                        telemetry::subscriptions(-1.0);
                         self.cursor.remove(&channel);
                         self.drop_pending(&channel);
                         self.pending.push_back(Event::Deleted(channel));
@@ -270,6 +282,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        telemetry::subscriptions(-(self.cursor.len() as f64));
         for channel in self.cursor.channels() {
             self.engine.detach(channel, self.handle.id());
         }

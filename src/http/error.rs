@@ -72,6 +72,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        crate::telemetry::rejected(self.code());
         let mut response = (self.status(), Json(json!({ "error": self.body() }))).into_response();
         if matches!(self, Self::Engine(_) | Self::ShuttingDown) {
             response

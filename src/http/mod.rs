@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServerConfig;
 use crate::demo;
 use crate::engine::Engine;
+use crate::telemetry;
 use crate::transport::{self, Context};
 
 pub use error::ApiError;
@@ -34,6 +35,7 @@ pub fn router(ctx: Context) -> Router {
         .route("/herald.js", get(assets::client_script))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/pub", axum::routing::post(publish::publish_batch))
         .route(
             "/pub/{channel}",
@@ -62,6 +64,23 @@ async fn method_not_allowed() -> ApiError {
 
 async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
+}
+
+async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
+    let totals = ctx.engine.totals();
+    telemetry::engine_totals(
+        totals.channels,
+        totals.history_messages,
+        totals.history_bytes,
+    );
+    let body = telemetry::install().map(|h| h.render()).unwrap_or_default();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
 }
 
 async fn readyz(State(ctx): State<Context>) -> impl IntoResponse {
@@ -124,6 +143,7 @@ pub async fn start_with_engine(
     config: ServerConfig,
     engine: Arc<dyn Engine>,
 ) -> std::io::Result<RunningServer> {
+    telemetry::install();
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use crate::hub::{ChannelInfo, ChannelName, Draft, EventName, Published};
-use crate::transport::Context;
+use crate::transport::{self, Context};
 
 /// Most messages in one batch publish.
 pub const MAX_BATCH: usize = 1000;
@@ -100,15 +100,13 @@ pub async fn publish_one(
     let event = event_name(query.get("event"))?;
     let idempotency_key = idempotency_key(&headers)?;
     let data = read_body(&headers, body, ctx.config.max_message_size).await?;
-    let published = ctx
-        .engine
-        .publish(Draft {
-            channel,
-            event,
-            data,
-            idempotency_key,
-        })
-        .await?;
+    let draft = Draft {
+        channel,
+        event,
+        data,
+        idempotency_key,
+    };
+    let published = transport::publish(&ctx, draft).await?;
     Ok(Json(published_json(&published)))
 }
 
@@ -183,7 +181,7 @@ pub async fn publish_batch(
     }
     let mut results = Vec::with_capacity(drafts.len());
     for draft in drafts {
-        results.push(published_json(&ctx.engine.publish(draft).await?));
+        results.push(published_json(&transport::publish(&ctx, draft).await?));
     }
     Ok(Json(Value::Array(results)))
 }

@@ -15,6 +15,15 @@ pub enum GapReason {
     Epoch,
 }
 
+impl GapReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trimmed => "trimmed",
+            Self::Epoch => "epoch",
+        }
+    }
+}
+
 /// Told to a subscriber before the messages that follow a gap.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gap {

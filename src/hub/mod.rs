@@ -222,6 +222,19 @@ impl Hub {
         }
     }
 
+    /// Messages and bytes kept in history over all channels.
+    pub fn history_totals(&self) -> (usize, usize) {
+        self.channels
+            .iter()
+            .fold((0, 0), |(messages, bytes), entry| {
+                let state = entry.value().state.lock();
+                (
+                    messages + state.history.len(),
+                    bytes + state.history.bytes(),
+                )
+            })
+    }
+
     pub fn channel_count(&self) -> usize {
         self.channels.len()
     }

@@ -14,8 +14,9 @@ use base64::Engine as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
-use crate::engine::Engine;
-use crate::hub::Message;
+use crate::engine::{Engine, EngineError};
+use crate::hub::{Draft, Message, Published};
+use crate::telemetry;
 
 /// What every handler needs: the engine, the settings, the shutdown signal.
 #[derive(Clone)]
@@ -23,6 +24,21 @@ pub struct Context {
     pub engine: Arc<dyn Engine>,
     pub config: Arc<ServerConfig>,
     pub shutdown: CancellationToken,
+}
+
+/// Publishes through the engine and records it; every publish path goes through here.
+pub async fn publish(ctx: &Context, draft: Draft) -> Result<Published, EngineError> {
+    let bytes = draft.data.len();
+    match ctx.engine.publish(draft).await {
+        Ok(published) => {
+            telemetry::published(bytes);
+            Ok(published)
+        }
+        Err(error) => {
+            telemetry::engine_error("publish");
+            Err(error)
+        }
+    }
 }
 
 /// Fires when a connection opened now reaches `--max-connection-age` (never if unset).

@@ -17,6 +17,7 @@ use crate::config::{parse_duration, ServerConfig};
 use crate::engine::{Event, Subscription};
 use crate::http::ApiError;
 use crate::hub::{ChannelName, Gap, Message, Since, Wire};
+use crate::telemetry::Connection;
 
 /// How one poll behaves.
 #[derive(Debug, Clone, Copy)]
@@ -65,11 +66,23 @@ pub fn message_object(message: &Message) -> bytes::Bytes {
 }
 
 /// What one poll collected.
-#[derive(Default)]
 struct Page {
     messages: Vec<bytes::Bytes>,
     gaps: Vec<Gap>,
     closed: Vec<ChannelName>,
+    /// Publish time of the oldest message in the page (for latency).
+    oldest_ms: u64,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Self {
+            messages: Vec::new(),
+            gaps: Vec::new(),
+            closed: Vec::new(),
+            oldest_ms: u64::MAX,
+        }
+    }
 }
 
 impl Page {
@@ -79,7 +92,10 @@ impl Page {
 
     fn push(&mut self, event: Event) {
         match event {
-            Event::Message(message) => self.messages.push(message_object(&message)),
+            Event::Message(message) => {
+                self.oldest_ms = self.oldest_ms.min(message.published_at_ms);
+                self.messages.push(message_object(&message));
+            }
             Event::Gap(gap) => self.gaps.push(gap),
             Event::Deleted(channel) => self.closed.push(channel),
         }
@@ -132,19 +148,23 @@ pub async fn respond(
     // needs to hold more than that.
     let queue = options.limit.max(16);
     let mut subscription = Subscription::open(ctx.engine.clone(), queue, &channels, &since).await?;
+    let mut connection = Connection::open("poll");
+    let mut reason = "answered";
     let mut page = Page::default();
     fill(&mut subscription, &mut page, options.limit);
     if page.is_empty() {
         tokio::select! {
             biased;
-            _ = ctx.shutdown.cancelled() => {}
-            _ = tokio::time::sleep(options.timeout) => {}
+            _ = ctx.shutdown.cancelled() => reason = "shutdown",
+            _ = tokio::time::sleep(options.timeout) => reason = "timeout",
             event = subscription.next() => {
                 page.push(event);
                 fill(&mut subscription, &mut page, options.limit);
             }
         }
     }
+    connection.set_reason(reason);
+    connection.delivered(page.messages.len(), page.oldest_ms);
     let body = page.render(&subscription.cursor().render());
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();

@@ -15,6 +15,7 @@ use crate::engine::{Event, Subscription};
 use crate::http::publish::{data_from_json, published_json};
 use crate::http::ApiError;
 use crate::hub::{ChannelName, Cursor, Draft, EventName};
+use crate::telemetry::Connection;
 
 /// Accepts a `/ws` connection.
 pub async fn upgrade(State(ctx): State<Context>, upgrade: WebSocketUpgrade) -> Response {
@@ -30,15 +31,18 @@ async fn send_text(socket: &mut WebSocket, text: String) -> bool {
 
 async fn serve(ctx: Context, mut socket: WebSocket) {
     let mut subscription = Subscription::new(ctx.engine.clone(), ctx.config.subscriber_queue);
+    let mut connection = Connection::open("socket");
     let mut deadline = connection_deadline(&ctx.config);
     loop {
         let alive = tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled() => {
+                connection.set_reason("shutdown");
                 let _ = socket.send(close_frame(close_code::SERVICE_RESTART, "server shutting down")).await;
                 return;
             }
             _ = &mut deadline => {
+                connection.set_reason("max_age");
                 let _ = socket
                     .send(close_frame(close_code::GOING_AWAY, "connection reached its maximum age; reconnect"))
                     .await;
@@ -54,9 +58,15 @@ async fn serve(ctx: Context, mut socket: WebSocket) {
                     send_text(&mut socket, protocol::error(&Value::Null, body)).await
                 }
                 Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => true,
-                Some(Ok(Frame::Close(_))) | None | Some(Err(_)) => false,
+                Some(Ok(Frame::Close(_))) | None => false,
+                Some(Err(_)) => {
+                    connection.set_reason("protocol_error");
+                    false
+                }
             },
-            event = subscription.next() => write_events(&mut socket, &mut subscription, event).await,
+            event = subscription.next() => {
+                write_events(&mut socket, &mut subscription, &mut connection, event).await
+            }
         };
         if !alive {
             return;
@@ -139,15 +149,13 @@ async fn apply(
                     limit: ctx.config.max_message_size,
                 });
             }
-            let published = ctx
-                .engine
-                .publish(Draft {
-                    channel,
-                    event,
-                    data,
-                    idempotency_key: None,
-                })
-                .await?;
+            let draft = Draft {
+                channel,
+                event,
+                data,
+                idempotency_key: None,
+            };
+            let published = super::publish(ctx, draft).await?;
             Ok(Some(published_json(&published)))
         }
         Request::Ping => Ok(None),
@@ -158,15 +166,20 @@ async fn apply(
 async fn write_events(
     socket: &mut WebSocket,
     subscription: &mut Subscription,
+    connection: &mut Connection,
     first: Event,
 ) -> bool {
     let mut event = Some(first);
     let mut written = 0;
+    let mut count = 0;
+    let mut oldest = u64::MAX;
     while let Some(current) = event.take() {
         let frame = match current {
             Event::Message(message) => {
                 let bytes = protocol::message(&message);
                 written += bytes.len();
+                count += 1;
+                oldest = oldest.min(message.published_at_ms);
                 match Utf8Bytes::try_from(bytes) {
                     Ok(text) => Frame::Text(text),
                     Err(_) => continue,
@@ -188,5 +201,7 @@ async fn write_events(
             event = subscription.try_next();
         }
     }
-    socket.flush().await.is_ok()
+    let flushed = socket.flush().await.is_ok();
+    connection.delivered(count, oldest);
+    flushed
 }

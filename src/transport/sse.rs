@@ -23,6 +23,7 @@ use super::{
 };
 use crate::engine::{EngineError, Event, Subscription};
 use crate::hub::{ChannelName, Message, Since, Wire};
+use crate::telemetry::Connection;
 
 /// Appends `data:` lines for `text`, splitting on every SSE line ending.
 fn push_data_lines(out: &mut BytesMut, text: &str) {
@@ -122,27 +123,52 @@ struct Stream {
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
     first: Option<Bytes>,
     finished: bool,
+    connection: Connection,
 }
 
 impl Stream {
-    /// Appends the frame for `event`; false when the stream must end after it.
-    fn push(&mut self, out: &mut BytesMut, event: Event) -> bool {
+    /// The frame for `event`, and whether the stream stays open after it.
+    fn render(&mut self, event: Event, delivered: &mut (usize, u64)) -> (Bytes, bool) {
         match event {
             Event::Message(message) => {
+                delivered.0 += 1;
+                delivered.1 = delivered.1.min(message.published_at_ms);
                 let cursor = self.multi.then(|| self.subscription.cursor().render());
-                out.extend_from_slice(&message_frame(&message, self.envelope, cursor.as_deref()));
-                true
+                (
+                    message_frame(&message, self.envelope, cursor.as_deref()),
+                    true,
+                )
             }
             Event::Gap(gap) => {
-                out.extend_from_slice(&frame(None, Some("herald.gap"), &gap.to_json().to_string()));
-                true
+                let data = gap.to_json().to_string();
+                (frame(None, Some("herald.gap"), &data), true)
             }
             Event::Deleted(channel) => {
+                self.connection.set_reason("channel_deleted");
                 let data = serde_json::json!({ "channel": channel.as_str(), "reason": "deleted" });
-                out.extend_from_slice(&frame(None, Some("herald.closed"), &data.to_string()));
-                false
+                (frame(None, Some("herald.closed"), &data.to_string()), false)
             }
         }
+    }
+
+    /// `first` plus whatever else is ready, as one chunk (shared bytes, not a
+    /// copy, when only one frame is ready).
+    fn batch(&mut self, first: Event) -> Bytes {
+        let mut delivered = (0, u64::MAX);
+        let (head, mut open) = self.render(first, &mut delivered);
+        let mut out: Option<BytesMut> = None;
+        while open && out.as_ref().map_or(head.len(), BytesMut::len) < WRITE_BATCH_BYTES {
+            let Some(event) = self.subscription.try_next() else {
+                break;
+            };
+            let (next, still_open) = self.render(event, &mut delivered);
+            open = still_open;
+            out.get_or_insert_with(|| BytesMut::from(&head[..]))
+                .extend_from_slice(&next);
+        }
+        self.finished = !open;
+        self.connection.delivered(delivered.0, delivered.1);
+        out.map_or(head, BytesMut::freeze)
     }
 
     async fn next_chunk(&mut self) -> Option<Bytes> {
@@ -156,26 +182,17 @@ impl Stream {
             biased;
             _ = self.shutdown.cancelled() => {
                 self.finished = true;
+                self.connection.set_reason("shutdown");
                 let data = serde_json::json!({ "reason": "shutdown" });
                 Some(frame(None, Some("herald.closed"), &data.to_string()))
             }
             _ = &mut self.deadline => {
                 self.finished = true;
+                self.connection.set_reason("max_age");
                 let data = serde_json::json!({ "reason": "max_age" });
                 Some(frame(None, Some("herald.closed"), &data.to_string()))
             }
-            event = self.subscription.next() => {
-                let mut out = BytesMut::new();
-                let mut open = self.push(&mut out, event);
-                while open && out.len() < WRITE_BATCH_BYTES {
-                    match self.subscription.try_next() {
-                        Some(event) => open = self.push(&mut out, event),
-                        None => break,
-                    }
-                }
-                self.finished = !open;
-                Some(out.freeze())
-            }
+            event = self.subscription.next() => Some(self.batch(event)),
             _ = self.heartbeat.tick() => Some(Bytes::from_static(b": ping\n\n")),
         }
     }
@@ -209,6 +226,7 @@ pub async fn respond(
         deadline: connection_deadline(&ctx.config),
         first: Some(first),
         finished: false,
+        connection: Connection::open("sse"),
     };
     let body = stream::unfold(state, |mut state| async move {
         let chunk = state.next_chunk().await?;

@@ -14,12 +14,14 @@ use super::{connection_deadline, Context, WRITE_BATCH_BYTES};
 use crate::engine::{Event, Subscription};
 use crate::http::ApiError;
 use crate::hub::{ChannelName, Draft, Message, Since};
+use crate::telemetry::Connection;
 
 /// RFC 6455 §7.4.1 close codes herald uses.
 pub mod close_code {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const UNSUPPORTED: u16 = 1003;
+    pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
     pub const SERVICE_RESTART: u16 = 1012;
     pub const TRY_AGAIN_LATER: u16 = 1013;
@@ -76,7 +78,8 @@ pub async fn upgrade(
 
 enum Step {
     Continue,
-    Close(u16, String),
+    /// Close with a code, a reason for the client, and a reason for metrics.
+    Close(u16, String, &'static str),
     Gone,
 }
 
@@ -86,24 +89,38 @@ async fn serve(
     mut subscription: Subscription,
     channels: Vec<ChannelName>,
 ) {
+    let mut connection = Connection::open("ws");
     let mut deadline = connection_deadline(&ctx.config);
     loop {
         let step = tokio::select! {
             biased;
-            _ = ctx.shutdown.cancelled() => Step::Close(close_code::SERVICE_RESTART, "server shutting down".into()),
-            _ = &mut deadline => Step::Close(close_code::GOING_AWAY, "connection reached its maximum age; reconnect".into()),
+            _ = ctx.shutdown.cancelled() => {
+                Step::Close(close_code::SERVICE_RESTART, "server shutting down".into(), "shutdown")
+            }
+            _ = &mut deadline => Step::Close(
+                close_code::GOING_AWAY,
+                "connection reached its maximum age; reconnect".into(),
+                "max_age",
+            ),
             frame = socket.recv() => match frame {
                 Some(Ok(Frame::Text(text))) => publish(&ctx, &channels, Bytes::from(text)).await,
                 Some(Ok(Frame::Binary(data))) => publish(&ctx, &channels, data).await,
                 Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => Step::Continue,
-                Some(Ok(Frame::Close(_))) | None | Some(Err(_)) => Step::Gone,
+                Some(Ok(Frame::Close(_))) | None => Step::Gone,
+                Some(Err(_)) => {
+                    connection.set_reason("protocol_error");
+                    Step::Gone
+                }
             },
-            event = subscription.next() => write_events(&mut socket, &mut subscription, event).await,
+            event = subscription.next() => {
+                write_events(&mut socket, &mut subscription, &mut connection, event).await
+            }
         };
         match step {
             Step::Continue => {}
             Step::Gone => return,
-            Step::Close(code, reason) => {
+            Step::Close(code, reason, metric) => {
+                connection.set_reason(metric);
                 let _ = socket.send(close_frame(code, &reason)).await;
                 return;
             }
@@ -114,8 +131,9 @@ async fn serve(
 async fn publish(ctx: &Context, channels: &[ChannelName], data: Bytes) -> Step {
     if data.len() > ctx.config.max_message_size {
         return Step::Close(
-            1009,
+            close_code::TOO_BIG,
             format!("message larger than {} bytes", ctx.config.max_message_size),
+            "too_big",
         );
     }
     for channel in channels {
@@ -125,8 +143,12 @@ async fn publish(ctx: &Context, channels: &[ChannelName], data: Bytes) -> Step {
             data: data.clone(),
             idempotency_key: None,
         };
-        if let Err(error) = ctx.engine.publish(draft).await {
-            return Step::Close(close_code::TRY_AGAIN_LATER, error.to_string());
+        if let Err(error) = super::publish(ctx, draft).await {
+            return Step::Close(
+                close_code::TRY_AGAIN_LATER,
+                error.to_string(),
+                "engine_unavailable",
+            );
         }
     }
     Step::Continue
@@ -136,14 +158,19 @@ async fn publish(ctx: &Context, channels: &[ChannelName], data: Bytes) -> Step {
 async fn write_events(
     socket: &mut WebSocket,
     subscription: &mut Subscription,
+    connection: &mut Connection,
     first: Event,
 ) -> Step {
     let mut event = Some(first);
     let mut written = 0;
+    let mut count = 0;
+    let mut oldest = u64::MAX;
     while let Some(current) = event.take() {
         match current {
             Event::Message(message) => {
                 written += message.data.len();
+                count += 1;
+                oldest = oldest.min(message.published_at_ms);
                 if socket.feed(data_frame(&message)).await.is_err() {
                     return Step::Gone;
                 }
@@ -153,7 +180,12 @@ async fn write_events(
             }
             Event::Deleted(channel) => {
                 let _ = socket.flush().await;
-                return Step::Close(close_code::NORMAL, format!("channel {channel} was deleted"));
+                connection.delivered(count, oldest);
+                return Step::Close(
+                    close_code::NORMAL,
+                    format!("channel {channel} was deleted"),
+                    "channel_deleted",
+                );
             }
         }
         if written < WRITE_BATCH_BYTES {
@@ -163,5 +195,6 @@ async fn write_events(
     if socket.flush().await.is_err() {
         return Step::Gone;
     }
+    connection.delivered(count, oldest);
     Step::Continue
 }

@@ -1,0 +1,200 @@
+//! Metrics and per-connection accounting.
+//!
+//! Every metric is named `herald_*` and recorded through the `metrics`
+//! facade; `/metrics` renders them in Prometheus text format. A [`Connection`]
+//! guard counts a connection while it lives and, when it ends, records why and
+//! logs one line with its transport, duration, deliveries and close reason.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::hub::now_ms;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Latency buckets in seconds: 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Installs the Prometheus recorder once per process and returns its handle
+/// (`None` if another recorder was installed first).
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            describe();
+            Some(handle)
+        })
+        .as_ref()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!("herald_connections", "Open connections, by transport.");
+    describe_counter!(
+        "herald_connections_opened_total",
+        "Connections opened, by transport."
+    );
+    describe_counter!(
+        "herald_disconnects_total",
+        "Connections closed, by transport and reason."
+    );
+    describe_gauge!(
+        "herald_subscriptions",
+        "Channel subscriptions held by connected subscribers."
+    );
+    describe_gauge!("herald_channels", "Channels this node knows.");
+    describe_counter!("herald_publishes_total", "Messages published.");
+    describe_counter!(
+        "herald_published_bytes_total",
+        Unit::Bytes,
+        "Bytes of message data published."
+    );
+    describe_counter!(
+        "herald_deliveries_total",
+        "Messages written to subscribers, by transport."
+    );
+    describe_counter!(
+        "herald_subscriber_lag_total",
+        "Times a subscriber's queue overflowed and it caught up from history."
+    );
+    describe_counter!(
+        "herald_gaps_total",
+        "Gaps reported to subscribers, by reason."
+    );
+    describe_gauge!(
+        "herald_history_messages",
+        "Messages kept in history, all channels."
+    );
+    describe_gauge!(
+        "herald_history_bytes",
+        Unit::Bytes,
+        "Bytes kept in history, all channels."
+    );
+    describe_counter!(
+        "herald_engine_errors_total",
+        "Engine operations that failed, by operation."
+    );
+    describe_counter!("herald_rejected_total", "Requests refused, by error code.");
+    describe_histogram!(
+        "herald_delivery_latency_seconds",
+        Unit::Seconds,
+        "Time from publish to the write of a message to a subscriber (oldest message of each write)."
+    );
+}
+
+/// Records a successful publish of `bytes` of data.
+pub fn published(bytes: usize) {
+    counter!("herald_publishes_total").increment(1);
+    counter!("herald_published_bytes_total").increment(bytes as u64);
+}
+
+/// Records an engine failure during `operation`.
+pub fn engine_error(operation: &'static str) {
+    counter!("herald_engine_errors_total", "operation" => operation).increment(1);
+}
+
+/// Records a refused request.
+pub fn rejected(code: &'static str) {
+    counter!("herald_rejected_total", "code" => code).increment(1);
+}
+
+/// Records a gap told to a subscriber.
+pub fn gap(reason: &'static str) {
+    counter!("herald_gaps_total", "reason" => reason).increment(1);
+}
+
+/// Records a subscriber queue overflow (followed by catch-up from history).
+pub fn lagged() {
+    counter!("herald_subscriber_lag_total").increment(1);
+}
+
+/// Adjusts the number of live channel subscriptions.
+pub fn subscriptions(delta: f64) {
+    gauge!("herald_subscriptions").increment(delta);
+}
+
+/// Sets the gauges sampled from the engine at scrape time.
+pub fn engine_totals(channels: usize, messages: usize, bytes: usize) {
+    gauge!("herald_channels").set(channels as f64);
+    gauge!("herald_history_messages").set(messages as f64);
+    gauge!("herald_history_bytes").set(bytes as f64);
+}
+
+/// One client connection, counted while it lives.
+pub struct Connection {
+    transport: &'static str,
+    opened: Instant,
+    delivered: u64,
+    reason: &'static str,
+}
+
+impl Connection {
+    /// Counts a new connection on `transport` (`ws`, `sse`, `poll`, `socket`, `echo`).
+    pub fn open(transport: &'static str) -> Self {
+        gauge!("herald_connections", "transport" => transport).increment(1.0);
+        counter!("herald_connections_opened_total", "transport" => transport).increment(1);
+        Self {
+            transport,
+            opened: Instant::now(),
+            delivered: 0,
+            reason: "client_closed",
+        }
+    }
+
+    /// Records `count` messages written at once, the oldest published at `oldest_published_ms`.
+    pub fn delivered(&mut self, count: usize, oldest_published_ms: u64) {
+        if count == 0 {
+            return;
+        }
+        self.delivered += count as u64;
+        counter!("herald_deliveries_total", "transport" => self.transport).increment(count as u64);
+        let latency_ms = now_ms().saturating_sub(oldest_published_ms);
+        histogram!("herald_delivery_latency_seconds").record(latency_ms as f64 / 1000.0);
+    }
+
+    /// Why the connection ends (the last reason set wins).
+    pub fn set_reason(&mut self, reason: &'static str) {
+        self.reason = reason;
+    }
+
+    pub fn delivered_count(&self) -> u64 {
+        self.delivered
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        gauge!("herald_connections", "transport" => self.transport).decrement(1.0);
+        counter!("herald_disconnects_total", "transport" => self.transport, "reason" => self.reason)
+            .increment(1);
+        let duration_ms = self.opened.elapsed().as_millis() as u64;
+        if self.transport == "poll" {
+            tracing::debug!(
+                transport = self.transport,
+                duration_ms,
+                delivered = self.delivered,
+                reason = self.reason,
+                "connection closed"
+            );
+        } else {
+            tracing::info!(
+                transport = self.transport,
+                duration_ms,
+                delivered = self.delivered,
+                reason = self.reason,
+                "connection closed"
+            );
+        }
+    }
+}
