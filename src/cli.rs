@@ -18,6 +18,16 @@ pub struct Cli {
     /// Log level: error, warn, info, debug or trace (or a tracing filter such as herald=debug).
     #[arg(long, global = true, env = "HERALD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Log format: text for people, json for log collectors.
+    #[arg(long, global = true, value_enum, env = "HERALD_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -28,11 +38,29 @@ pub enum Command {
     Pub(PubArgs),
     /// Subscribe to channels and print each message on its own line.
     Sub(SubArgs),
+    /// Check a configuration file, or show the effective configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a TOML configuration file: unknown keys (with suggestions) and bad values.
+    Check {
+        /// The file to check.
+        file: std::path::PathBuf,
+    },
+    /// Print the configuration `herald serve` would run with (same options), secrets redacted.
+    Show(Box<ServeArgs>),
 }
 
 /// Options of `herald serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// TOML file of options (keys are the flag names with underscores);
+    /// flags and HERALD_* variables take precedence over it.
+    #[arg(long, env = "HERALD_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     /// Address and port to listen on.
     #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,

@@ -3,19 +3,22 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Parser;
-use herald::cli::{Cli, Command, ServeArgs};
+use herald::cli::{Command, ConfigCommand, LogFormat, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli =
+        herald::config_file::parse(std::env::args_os().collect()).unwrap_or_else(|e| e.exit());
     let filter = EnvFilter::try_new(&cli.log_level)
         .with_context(|| format!("bad --log-level {:?}", cli.log_level))?;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     match cli.command {
         Command::Serve(args) => serve(args).await?,
         Command::Pub(args) => {
@@ -23,6 +26,18 @@ async fn main() -> anyhow::Result<()> {
             println!("{answer}");
         }
         Command::Sub(args) => herald::client::subscribe::run(args).await?,
+        Command::Config(ConfigCommand::Check { file }) => match herald::config_file::check(&file) {
+            Ok(keys) => println!("{}: ok ({keys} keys)", file.display()),
+            Err(error) => {
+                eprintln!("{error}");
+                std::process::exit(1);
+            }
+        },
+        Command::Config(ConfigCommand::Show(_)) => {
+            let shown = herald::config_file::show(std::env::args_os().collect())
+                .unwrap_or_else(|e| e.exit());
+            print!("{shown}");
+        }
     }
     Ok(())
 }
