@@ -5,8 +5,12 @@
 //! guard counts a connection while it lives and, when it ends, records why and
 //! logs one line with its transport, duration, deliveries and close reason.
 
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -14,6 +18,47 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::hub::now_ms;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Transports counted by the live status page, in display order.
+pub const TRANSPORTS: [&str; 5] = ["ws", "sse", "poll", "socket", "echo"];
+
+/// Counters the live status page reads back (the `metrics` facade is write-only).
+pub struct Live {
+    connections: [AtomicI64; TRANSPORTS.len()],
+    pub publishes: AtomicU64,
+    pub deliveries: AtomicU64,
+    /// Set while someone watches `/status`; latency samples are kept only then.
+    pub watching: AtomicBool,
+    /// Publish-to-delivery latency in milliseconds since the last snapshot.
+    pub latency: Mutex<Histogram<u64>>,
+}
+
+/// The process-wide live counters.
+pub fn live() -> &'static Live {
+    static LIVE: OnceLock<Live> = OnceLock::new();
+    LIVE.get_or_init(|| Live {
+        connections: Default::default(),
+        publishes: AtomicU64::new(0),
+        deliveries: AtomicU64::new(0),
+        watching: AtomicBool::new(false),
+        latency: Mutex::new(
+            Histogram::new_with_bounds(1, 3_600_000, 2).expect("static histogram bounds are valid"),
+        ),
+    })
+}
+
+impl Live {
+    /// Open connections per transport, in [`TRANSPORTS`] order.
+    pub fn connections(&self) -> [i64; TRANSPORTS.len()] {
+        std::array::from_fn(|i| self.connections[i].load(Ordering::Relaxed))
+    }
+
+    fn connection_delta(&self, transport: &str, delta: i64) {
+        if let Some(i) = TRANSPORTS.iter().position(|t| *t == transport) {
+            self.connections[i].fetch_add(delta, Ordering::Relaxed);
+        }
+    }
+}
 
 /// Latency buckets in seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -95,6 +140,7 @@ fn describe() {
 
 /// Records a successful publish of `bytes` of data.
 pub fn published(bytes: usize) {
+    live().publishes.fetch_add(1, Ordering::Relaxed);
     counter!("herald_publishes_total").increment(1);
     counter!("herald_published_bytes_total").increment(bytes as u64);
 }
@@ -143,6 +189,7 @@ impl Connection {
     /// Counts a new connection on `transport` (`ws`, `sse`, `poll`, `socket`, `echo`).
     pub fn open(transport: &'static str) -> Self {
         gauge!("herald_connections", "transport" => transport).increment(1.0);
+        live().connection_delta(transport, 1);
         counter!("herald_connections_opened_total", "transport" => transport).increment(1);
         Self {
             transport,
@@ -161,6 +208,11 @@ impl Connection {
         counter!("herald_deliveries_total", "transport" => self.transport).increment(count as u64);
         let latency_ms = now_ms().saturating_sub(oldest_published_ms);
         histogram!("herald_delivery_latency_seconds").record(latency_ms as f64 / 1000.0);
+        let live = live();
+        live.deliveries.fetch_add(count as u64, Ordering::Relaxed);
+        if live.watching.load(Ordering::Relaxed) {
+            live.latency.lock().saturating_record(latency_ms.max(1));
+        }
     }
 
     /// Why the connection ends (the last reason set wins).
@@ -176,6 +228,7 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         gauge!("herald_connections", "transport" => self.transport).decrement(1.0);
+        live().connection_delta(self.transport, -1);
         counter!("herald_disconnects_total", "transport" => self.transport, "reason" => self.reason)
             .increment(1);
         let duration_ms = self.opened.elapsed().as_millis() as u64;

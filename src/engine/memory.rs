@@ -5,8 +5,8 @@ use async_trait::async_trait;
 
 use super::{Engine, EngineError, EngineTotals};
 use crate::hub::{
-    now_ms, ChannelInfo, ChannelName, Draft, HistoryLimits, Hub, Published, Replay, Since,
-    SubscriberHandle, SubscriberId,
+    now_ms, ChannelActivity, ChannelInfo, ChannelName, Draft, HistoryLimits, Hub, Published,
+    Replay, Since, SubscriberHandle, SubscriberId,
 };
 
 /// The default engine: the hub alone.
@@ -60,6 +60,10 @@ impl Engine for MemoryEngine {
 
     fn channel_count(&self) -> usize {
         self.hub.channel_count()
+    }
+
+    fn activity(&self) -> Vec<ChannelActivity> {
+        self.hub.activity()
     }
 
     fn totals(&self) -> EngineTotals {

@@ -15,7 +15,8 @@ use thiserror::Error;
 
 use crate::config::ServerConfig;
 use crate::hub::{
-    ChannelInfo, ChannelName, Draft, Published, Replay, Since, SubscriberHandle, SubscriberId,
+    ChannelActivity, ChannelInfo, ChannelName, Draft, Published, Replay, Since, SubscriberHandle,
+    SubscriberId,
 };
 
 pub use memory::MemoryEngine;
@@ -75,6 +76,12 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Number of channels this node knows.
     fn channel_count(&self) -> usize;
+
+    /// Each channel's newest sequence number and local subscriber count, for
+    /// the status page's busiest channels (empty if the engine cannot tell).
+    fn activity(&self) -> Vec<ChannelActivity> {
+        Vec::new()
+    }
 
     /// Channels and history held by this node, for metrics.
     fn totals(&self) -> EngineTotals {

@@ -4,6 +4,7 @@
 pub mod assets;
 pub mod error;
 pub mod publish;
+pub mod status;
 pub mod subscribe;
 
 use std::net::SocketAddr;
@@ -36,6 +37,8 @@ pub fn router(ctx: Context) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/status", get(status::page))
+        .route("/status/stream", get(status::stream))
         .route("/pub", axum::routing::post(publish::publish_batch))
         .route(
             "/pub/{channel}",
@@ -147,13 +150,20 @@ pub async fn start_with_engine(
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
+    let (status_sender, status) = tokio::sync::watch::channel(Arc::<str>::from("{}"));
     let ctx = Context {
         engine: engine.clone(),
         config: Arc::new(config),
         shutdown: shutdown.clone(),
+        status,
     };
     let mut background = Vec::new();
     background.push(tokio::spawn(sweep(engine.clone(), shutdown.clone())));
+    background.push(tokio::spawn(status::ticker(
+        engine.clone(),
+        status_sender,
+        shutdown.clone(),
+    )));
     if ctx.config.demo {
         background.push(tokio::spawn(demo::ticker(ctx.clone())));
     }

@@ -38,6 +38,14 @@ pub struct ChannelInfo {
     pub last_id: Option<MessageId>,
 }
 
+/// One channel's counters, sampled for the status page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelActivity {
+    pub channel: ChannelName,
+    pub last_seq: u64,
+    pub subscribers: usize,
+}
+
 /// A new publish: what to append to a channel.
 #[derive(Debug, Clone)]
 pub struct Draft {
@@ -220,6 +228,21 @@ impl Hub {
                 idle
             });
         }
+    }
+
+    /// Every channel's newest seq and subscriber count.
+    pub fn activity(&self) -> Vec<ChannelActivity> {
+        self.channels
+            .iter()
+            .map(|entry| {
+                let state = entry.value().state.lock();
+                ChannelActivity {
+                    channel: state.name.clone(),
+                    last_seq: state.last_seq,
+                    subscribers: state.subscriber_count(),
+                }
+            })
+            .collect()
     }
 
     /// Messages and bytes kept in history over all channels.

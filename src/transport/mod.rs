@@ -24,6 +24,8 @@ pub struct Context {
     pub engine: Arc<dyn Engine>,
     pub config: Arc<ServerConfig>,
     pub shutdown: CancellationToken,
+    /// Live status snapshots for `/status/stream`.
+    pub status: tokio::sync::watch::Receiver<Arc<str>>,
 }
 
 /// Publishes through the engine and records it; every publish path goes through here.
