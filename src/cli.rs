@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::auth::{Auth, AuthSetupError, JwtKey};
 use crate::config::{parse_duration, parse_size, ServerConfig};
 use crate::hub::HistoryLimits;
 
@@ -33,7 +34,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Publish one message to a channel.
     Pub(PubArgs),
     /// Subscribe to channels and print each message on its own line.
@@ -112,6 +113,24 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long to wait for connections to finish before exiting anyway.
     #[arg(long, env = "HERALD_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Publishers must send `Authorization: Bearer KEY` (or a JWT with publish rights).
+    #[arg(long, env = "HERALD_PUBLISH_KEY", hide_env_values = true)]
+    pub publish_key: Option<String>,
+    /// Subscribers need a JWT signed with this HS256 secret.
+    #[arg(
+        long,
+        env = "HERALD_JWT_SECRET",
+        hide_env_values = true,
+        conflicts_with = "jwt_public_key"
+    )]
+    pub jwt_secret: Option<String>,
+    /// Subscribers need a JWT verified by this PEM public key (RS256 or ES256).
+    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<std::path::PathBuf>,
+    /// Origins accepted for WebSocket and SSE and sent in CORS headers,
+    /// comma-separated (`https://app.example.com,https://admin.example.com`, or `*`).
+    #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
     /// Serve the seed examples: /demo, the /demo/ws echo and the `clock` ticker.
     #[arg(long, env = "HERALD_DEMO")]
     pub demo: bool,
@@ -121,8 +140,14 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    pub fn into_config(self) -> ServerConfig {
-        ServerConfig {
+    /// The server configuration these options describe (reads the JWT key file).
+    pub fn into_config(self) -> Result<ServerConfig, AuthSetupError> {
+        let jwt = match (&self.jwt_secret, &self.jwt_public_key) {
+            (Some(secret), _) => Some(JwtKey::secret(secret)),
+            (None, Some(path)) => Some(JwtKey::public_key_file(path)?),
+            (None, None) => None,
+        };
+        Ok(ServerConfig {
             listen: self.listen,
             history: HistoryLimits {
                 max_messages: self.history_size,
@@ -140,8 +165,18 @@ impl ServeArgs {
             max_connection_age: self.max_connection_age,
             demo: self.demo,
             demo_tick: self.demo_tick,
+            auth: Auth {
+                publish_key: self.publish_key.filter(|k| !k.is_empty()),
+                jwt,
+            },
+            allowed_origins: self.allowed_origins.map(|list| {
+                list.into_iter()
+                    .map(|o| o.trim().to_owned())
+                    .filter(|o| !o.is_empty())
+                    .collect()
+            }),
             ..ServerConfig::default()
-        }
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::auth::Auth;
 use crate::hub::HistoryLimits;
 
 /// Everything `herald serve` can be told.
@@ -28,6 +29,10 @@ pub struct ServerConfig {
     /// Streaming connections (WebSocket, SSE) are closed after this long, so
     /// clients reconnect and spread over nodes; `None` keeps them open.
     pub max_connection_age: Option<Duration>,
+    /// Publish key and JWT verification.
+    pub auth: Auth,
+    /// Origins accepted on WebSocket upgrades, SSE and CORS; `None` accepts any.
+    pub allowed_origins: Option<Vec<String>>,
     /// Serve the seed examples (`/demo`, `/demo/ws`, the `clock` ticker).
     pub demo: bool,
     pub demo_tick: Duration,
@@ -48,8 +53,22 @@ impl Default for ServerConfig {
             sse_heartbeat: Duration::from_secs(15),
             sse_retry: Duration::from_secs(2),
             max_connection_age: None,
+            auth: Auth::default(),
+            allowed_origins: None,
             demo: false,
             demo_tick: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Whether `origin` may open WebSockets and event streams (and get CORS headers).
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        match &self.allowed_origins {
+            None => true,
+            Some(list) => list
+                .iter()
+                .any(|o| o == "*" || o.eq_ignore_ascii_case(origin)),
         }
     }
 }

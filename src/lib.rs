@@ -6,6 +6,7 @@
 //! messages on top of the [`hub`], and [`transport`] turns subscription
 //! events into bytes on a wire.
 
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;

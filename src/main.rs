@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Json => logs.json().init(),
     }
     match cli.command {
-        Command::Serve(args) => serve(args).await?,
+        Command::Serve(args) => serve(*args).await?,
         Command::Pub(args) => {
             let answer = herald::client::publish(args).await?;
             println!("{answer}");
@@ -45,7 +45,16 @@ async fn main() -> anyhow::Result<()> {
 /// Runs the server until SIGTERM or SIGINT, then drains within the shutdown timeout.
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let deadline = args.shutdown_timeout;
-    let server = herald::http::start(args.into_config())
+    let config = args.into_config()?;
+    if !config.listen.ip().is_loopback() && !config.auth.enabled() {
+        tracing::warn!(
+            listen = %config.listen,
+            "LISTENING ON A NON-LOOPBACK ADDRESS WITH NO AUTH: anyone who can reach this port can \
+             publish and subscribe to every channel. Set --publish-key and --jwt-secret (or \
+             --jwt-public-key) before exposing herald."
+        );
+    }
+    let server = herald::http::start(config)
         .await
         .context("could not start the server")?;
     println!("herald listening on http://{}", server.addr);

@@ -7,6 +7,7 @@ use axum::Json;
 use serde_json::json;
 use thiserror::Error;
 
+use crate::auth::AuthError;
 use crate::engine::EngineError;
 use crate::hub::{CursorError, NameError};
 
@@ -29,6 +30,10 @@ pub enum ApiError {
     Engine(#[from] EngineError),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("origin {0:?} is not allowed")]
+    OriginNotAllowed(String),
 }
 
 impl ApiError {
@@ -48,6 +53,10 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Engine(_) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Auth(AuthError::Forbidden { .. }) | Self::OriginNotAllowed(_) => {
+                StatusCode::FORBIDDEN
+            }
+            Self::Auth(_) => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -61,6 +70,11 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Engine(_) => "engine_unavailable",
             Self::ShuttingDown => "shutting_down",
+            Self::Auth(AuthError::Missing) => "unauthorized",
+            Self::Auth(AuthError::Expired) => "token_expired",
+            Self::Auth(AuthError::Invalid(_)) => "invalid_token",
+            Self::Auth(AuthError::Forbidden { .. }) => "forbidden",
+            Self::OriginNotAllowed(_) => "origin_not_allowed",
         }
     }
 
@@ -74,6 +88,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         crate::telemetry::rejected(self.code());
         let mut response = (self.status(), Json(json!({ "error": self.body() }))).into_response();
+        if self.status() == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        }
         if matches!(self, Self::Engine(_) | Self::ShuttingDown) {
             response
                 .headers_mut()

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -20,6 +20,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::ServerConfig;
 use crate::demo;
@@ -51,10 +52,32 @@ pub fn router(ctx: Context) -> Router {
     if ctx.config.demo {
         router = router.merge(demo::routes());
     }
+    let cors = cors(&ctx.config);
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(cors)
         .with_state(ctx)
+}
+
+/// CORS for browsers on other origins, following `--allowed-origins`; preflights answered.
+fn cors(config: &ServerConfig) -> CorsLayer {
+    let origins = match &config.allowed_origins {
+        Some(list) if !list.iter().any(|o| o == "*") => {
+            AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+        }
+        _ => AllowOrigin::any(),
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .max_age(Duration::from_secs(3600))
 }
 
 async fn not_found() -> ApiError {

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use crate::auth::{AuthError, Credential};
 use crate::hub::{ChannelInfo, ChannelName, Draft, EventName, Published};
 use crate::transport::{self, Context};
 
@@ -74,6 +75,20 @@ fn event_name(raw: Option<&String>) -> Result<Option<EventName>, ApiError> {
         .transpose()
 }
 
+/// Refuses a publisher that may not publish to every one of `channels`.
+fn authorize_publisher<'a>(
+    ctx: &Context,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+    channels: impl IntoIterator<Item = &'a ChannelName>,
+) -> Result<(), ApiError> {
+    let who = ctx.config.auth.identify(headers, query_token)?;
+    for channel in channels {
+        ctx.config.auth.may_publish(&who, channel)?;
+    }
+    Ok(())
+}
+
 /// Reads a body of at most `limit` bytes, answering 413 beyond it.
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let declared = headers
@@ -97,6 +112,8 @@ pub async fn publish_one(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let channel = channel_from_path(path)?;
+    let token = query.get("token").map(String::as_str);
+    authorize_publisher(&ctx, &headers, token, [&channel])?;
     let event = event_name(query.get("event"))?;
     let idempotency_key = idempotency_key(&headers)?;
     let data = read_body(&headers, body, ctx.config.max_message_size).await?;
@@ -146,6 +163,11 @@ pub async fn publish_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    if ctx.config.auth.enabled()
+        && ctx.config.auth.identify(&headers, None)? == Credential::Anonymous
+    {
+        return Err(AuthError::Missing.into());
+    }
     let limit = (ctx.config.max_message_size * 16).max(1 << 20);
     let raw = read_body(&headers, body, limit).await?;
     let items: Vec<BatchItem> = serde_json::from_slice(&raw).map_err(|e| {
@@ -179,6 +201,7 @@ pub async fn publish_batch(
             idempotency_key: key.as_ref().map(|k| format!("{k}#{index}")),
         });
     }
+    authorize_publisher(&ctx, &headers, None, drafts.iter().map(|d| &d.channel))?;
     let mut results = Vec::with_capacity(drafts.len());
     for draft in drafts {
         results.push(published_json(&transport::publish(&ctx, draft).await?));
@@ -190,8 +213,12 @@ pub async fn publish_batch(
 pub async fn channel_info(
     State(ctx): State<Context>,
     path: Result<Path<String>, PathRejection>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let channel = channel_from_path(path)?;
+    let token = query.get("token").map(String::as_str);
+    authorize_publisher(&ctx, &headers, token, [&channel])?;
     match ctx.engine.info(&channel).await? {
         Some(info) => Ok(Json(info_json(&info))),
         None => Err(ApiError::NotFound(format!(
@@ -204,8 +231,12 @@ pub async fn channel_info(
 pub async fn delete_channel(
     State(ctx): State<Context>,
     path: Result<Path<String>, PathRejection>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let channel = channel_from_path(path)?;
+    let token = query.get("token").map(String::as_str);
+    authorize_publisher(&ctx, &headers, token, [&channel])?;
     if ctx.engine.delete(&channel).await? {
         Ok(Json(
             json!({ "channel": channel.as_str(), "deleted": true }),

@@ -97,6 +97,16 @@ pub async fn subscribe(
     let (mut parts, _body) = request.into_parts();
     let kind = transport_kind(&parts.headers, &query)?;
     let since = starting_points(kind, &parts.headers, &query, &channels)?;
+    if kind != TransportKind::LongPoll {
+        transport::socket::check_origin(&ctx, &parts.headers)?;
+    }
+    let who = ctx
+        .config
+        .auth
+        .identify(&parts.headers, query.get("token").map(String::as_str))?;
+    for channel in &channels {
+        ctx.config.auth.may_subscribe(&who, channel)?;
+    }
     if ctx.shutdown.is_cancelled() {
         return Err(ApiError::ShuttingDown);
     }
@@ -105,13 +115,13 @@ pub async fn subscribe(
             let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &ctx)
                 .await
                 .map_err(|e| ApiError::bad_request("bad_websocket_upgrade", e.body_text()))?;
-            transport::ws::upgrade(ctx, upgrade, channels, since).await
+            transport::ws::upgrade(ctx, upgrade, channels, since, who).await
         }
         TransportKind::EventStream => {
             let envelope = query
                 .get("envelope")
                 .is_some_and(|v| v == "1" || v == "true" || v == "json");
-            Ok(transport::sse::respond(ctx, channels, since, envelope)
+            Ok(transport::sse::respond(ctx, channels, since, envelope, who)
                 .await?
                 .into_response())
         }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Credential;
 use crate::config::ServerConfig;
 use crate::engine::{Engine, EngineError};
 use crate::hub::{Draft, Message, Published};
@@ -43,13 +44,35 @@ pub async fn publish(ctx: &Context, draft: Draft) -> Result<Published, EngineErr
     }
 }
 
-/// Fires when a connection opened now reaches `--max-connection-age` (never if unset).
-pub fn connection_deadline(config: &ServerConfig) -> std::pin::Pin<Box<tokio::time::Sleep>> {
+/// Why a streaming connection must end at its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// `--max-connection-age` reached.
+    MaxAge,
+    /// The subscriber's token expired.
+    Token,
+}
+
+/// When a connection opened now must end, and why (a year away if never).
+pub fn connection_deadline(
+    config: &ServerConfig,
+    who: &Credential,
+) -> (std::pin::Pin<Box<tokio::time::Sleep>>, Expiry) {
     // A year stands in for "never" without overflowing Instant arithmetic.
-    let age = config
-        .max_connection_age
-        .unwrap_or(std::time::Duration::from_secs(365 * 24 * 3600));
-    Box::pin(tokio::time::sleep(age))
+    let never = std::time::Duration::from_secs(365 * 24 * 3600);
+    let age = config.max_connection_age.unwrap_or(never);
+    let token = who
+        .expires_at()
+        .map(|exp| {
+            std::time::Duration::from_millis((exp * 1000).saturating_sub(crate::hub::now_ms()))
+        })
+        .unwrap_or(never);
+    let (after, why) = if token < age {
+        (token, Expiry::Token)
+    } else {
+        (age, Expiry::MaxAge)
+    };
+    (Box::pin(tokio::time::sleep(after)), why)
 }
 
 /// Most bytes gathered into one write when several events are ready at once.

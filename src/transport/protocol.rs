@@ -29,6 +29,10 @@ pub enum Request {
         encoding: Option<String>,
     },
     Ping,
+    /// A fresh token before the current one expires.
+    Refresh {
+        token: String,
+    },
 }
 
 /// A frame that could not be understood, and the `ref` to answer it with.
@@ -51,6 +55,11 @@ struct SubFields {
     channel: String,
     #[serde(default)]
     since: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RefreshFields {
+    token: String,
 }
 
 #[derive(Deserialize)]
@@ -109,11 +118,16 @@ pub fn decode(text: &str) -> Result<(Request, Value), DecodeError> {
             }
         }
         Some("ping") => Request::Ping,
+        Some("refresh") => {
+            let f: RefreshFields =
+                serde_json::from_value(value).map_err(|e| fields_error("refresh", e))?;
+            Request::Refresh { token: f.token }
+        }
         Some(other) => {
             return Err(DecodeError {
                 reference,
                 code: "unknown_op",
-                message: format!("unknown op {other:?}; use sub, unsub, pub or ping"),
+                message: format!("unknown op {other:?}; use sub, unsub, pub, ping or refresh"),
             })
         }
         None => {

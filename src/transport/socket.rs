@@ -3,23 +3,53 @@
 //! what herald.js speaks.
 
 use axum::extract::ws::{Message as Frame, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use std::collections::HashMap;
+use std::pin::Pin;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use futures_util::SinkExt;
 use serde_json::{json, Value};
+use tokio::time::Sleep;
 
 use super::protocol::{self, Request};
 use super::ws::{close_code, close_frame, configure};
-use super::{connection_deadline, Context, WRITE_BATCH_BYTES};
+use super::{connection_deadline, Context, Expiry, WRITE_BATCH_BYTES};
+use crate::auth::{AuthError, Credential};
 use crate::engine::{Event, Subscription};
 use crate::http::publish::{data_from_json, published_json};
 use crate::http::ApiError;
 use crate::hub::{ChannelName, Cursor, Draft, EventName};
 use crate::telemetry::Connection;
 
-/// Accepts a `/ws` connection.
-pub async fn upgrade(State(ctx): State<Context>, upgrade: WebSocketUpgrade) -> Response {
-    configure(upgrade, &ctx).on_upgrade(move |socket| serve(ctx, socket))
+/// Accepts a `/ws` connection from a client allowed to connect.
+pub async fn upgrade(
+    State(ctx): State<Context>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    check_origin(&ctx, &headers)?;
+    let who = ctx
+        .config
+        .auth
+        .identify(&headers, query.get("token").map(String::as_str))?;
+    if ctx.config.auth.jwt.is_some() && who == Credential::Anonymous {
+        return Err(AuthError::Missing.into());
+    }
+    Ok(configure(upgrade, &ctx).on_upgrade(move |socket| serve(ctx, socket, who)))
+}
+
+/// Refuses a browser `Origin` not on `--allowed-origins` (403).
+pub fn check_origin(ctx: &Context, headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers.get(header::ORIGIN).map(|o| o.to_str()) {
+        None => Ok(()),
+        Some(Ok(origin)) if ctx.config.origin_allowed(origin) => Ok(()),
+        Some(origin) => Err(ApiError::OriginNotAllowed(
+            origin.unwrap_or("<not text>").to_owned(),
+        )),
+    }
 }
 
 async fn send_text(socket: &mut WebSocket, text: String) -> bool {
@@ -29,10 +59,23 @@ async fn send_text(socket: &mut WebSocket, text: String) -> bool {
         .is_ok()
 }
 
-async fn serve(ctx: Context, mut socket: WebSocket) {
-    let mut subscription = Subscription::new(ctx.engine.clone(), ctx.config.subscriber_queue);
+/// One `/ws` connection's state.
+struct Session {
+    subscription: Subscription,
+    who: Credential,
+    deadline: Pin<Box<Sleep>>,
+    expiry: Expiry,
+}
+
+async fn serve(ctx: Context, mut socket: WebSocket, who: Credential) {
+    let (deadline, expiry) = connection_deadline(&ctx.config, &who);
+    let mut session = Session {
+        subscription: Subscription::new(ctx.engine.clone(), ctx.config.subscriber_queue),
+        who,
+        deadline,
+        expiry,
+    };
     let mut connection = Connection::open("socket");
-    let mut deadline = connection_deadline(&ctx.config);
     loop {
         let alive = tokio::select! {
             biased;
@@ -41,16 +84,18 @@ async fn serve(ctx: Context, mut socket: WebSocket) {
                 let _ = socket.send(close_frame(close_code::SERVICE_RESTART, "server shutting down")).await;
                 return;
             }
-            _ = &mut deadline => {
-                connection.set_reason("max_age");
-                let _ = socket
-                    .send(close_frame(close_code::GOING_AWAY, "connection reached its maximum age; reconnect"))
-                    .await;
+            _ = &mut session.deadline => {
+                let (code, reason, metric) = match session.expiry {
+                    Expiry::MaxAge => (close_code::GOING_AWAY, "connection reached its maximum age; reconnect", "max_age"),
+                    Expiry::Token => (close_code::POLICY, "token expired; send a refresh before exp", "token_expired"),
+                };
+                connection.set_reason(metric);
+                let _ = socket.send(close_frame(code, reason)).await;
                 return;
             }
             frame = socket.recv() => match frame {
                 Some(Ok(Frame::Text(text))) => {
-                    let answer = handle(&ctx, &mut subscription, &text).await;
+                    let answer = handle(&ctx, &mut session, &text).await;
                     send_text(&mut socket, answer).await
                 }
                 Some(Ok(Frame::Binary(_))) => {
@@ -64,8 +109,8 @@ async fn serve(ctx: Context, mut socket: WebSocket) {
                     false
                 }
             },
-            event = subscription.next() => {
-                write_events(&mut socket, &mut subscription, &mut connection, event).await
+            event = session.subscription.next() => {
+                write_events(&mut socket, &mut session.subscription, &mut connection, event).await
             }
         };
         if !alive {
@@ -75,7 +120,7 @@ async fn serve(ctx: Context, mut socket: WebSocket) {
 }
 
 /// Applies one client frame and returns the answer frame.
-async fn handle(ctx: &Context, subscription: &mut Subscription, text: &str) -> String {
+async fn handle(ctx: &Context, session: &mut Session, text: &str) -> String {
     let (request, reference) = match protocol::decode(text) {
         Ok(decoded) => decoded,
         Err(e) => {
@@ -85,7 +130,7 @@ async fn handle(ctx: &Context, subscription: &mut Subscription, text: &str) -> S
             )
         }
     };
-    match apply(ctx, subscription, request).await {
+    match apply(ctx, session, request).await {
         Ok(Some(fields)) => protocol::ok(&reference, fields),
         Ok(None) => protocol::pong(&reference),
         Err(e) => protocol::error(&reference, e.body()),
@@ -95,12 +140,36 @@ async fn handle(ctx: &Context, subscription: &mut Subscription, text: &str) -> S
 /// `Ok(None)` answers a ping.
 async fn apply(
     ctx: &Context,
-    subscription: &mut Subscription,
+    session: &mut Session,
     request: Request,
 ) -> Result<Option<Value>, ApiError> {
+    let subscription = &mut session.subscription;
+    let auth = &ctx.config.auth;
     match request {
+        Request::Refresh { token } => {
+            let who = auth.authenticate(Some(&token))?;
+            if who == Credential::Anonymous {
+                return Err(AuthError::Missing.into());
+            }
+            let (deadline, expiry) = connection_deadline(&ctx.config, &who);
+            let dropped: Vec<ChannelName> = subscription
+                .cursor()
+                .channels()
+                .filter(|c| auth.may_subscribe(&who, c).is_err())
+                .cloned()
+                .collect();
+            for channel in &dropped {
+                subscription.remove(channel);
+            }
+            session.who = who;
+            session.deadline = deadline;
+            session.expiry = expiry;
+            let dropped: Vec<&str> = dropped.iter().map(ChannelName::as_str).collect();
+            Ok(Some(json!({ "unsubscribed": dropped })))
+        }
         Request::Sub { channel, since } => {
             let channel = ChannelName::parse(&channel)?;
+            auth.may_subscribe(&session.who, &channel)?;
             if !subscription.is_subscribed(&channel)
                 && subscription.len() >= ctx.config.max_subscriptions_per_socket
             {
@@ -138,6 +207,7 @@ async fn apply(
             encoding,
         } => {
             let channel = ChannelName::parse(&channel)?;
+            auth.may_publish(&session.who, &channel)?;
             let event = event
                 .filter(|e| !e.is_empty())
                 .map(|e| EventName::parse(&e))

@@ -19,8 +19,10 @@ use tokio::time::{interval_at, Instant, Interval};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    connection_deadline, data_as_json_string, write_message_fields, Context, WRITE_BATCH_BYTES,
+    connection_deadline, data_as_json_string, write_message_fields, Context, Expiry,
+    WRITE_BATCH_BYTES,
 };
+use crate::auth::Credential;
 use crate::engine::{EngineError, Event, Subscription};
 use crate::hub::{ChannelName, Message, Since, Wire};
 use crate::telemetry::Connection;
@@ -121,6 +123,7 @@ struct Stream {
     heartbeat: Interval,
     shutdown: CancellationToken,
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    expiry: Expiry,
     first: Option<Bytes>,
     finished: bool,
     connection: Connection,
@@ -188,8 +191,12 @@ impl Stream {
             }
             _ = &mut self.deadline => {
                 self.finished = true;
-                self.connection.set_reason("max_age");
-                let data = serde_json::json!({ "reason": "max_age" });
+                let reason = match self.expiry {
+                    Expiry::MaxAge => "max_age",
+                    Expiry::Token => "token_expired",
+                };
+                self.connection.set_reason(reason);
+                let data = serde_json::json!({ "reason": reason });
                 Some(frame(None, Some("herald.closed"), &data.to_string()))
             }
             event = self.subscription.next() => Some(self.batch(event)),
@@ -204,7 +211,9 @@ pub async fn respond(
     channels: Vec<ChannelName>,
     since: Vec<Since>,
     envelope: bool,
+    who: Credential,
 ) -> Result<Response, EngineError> {
+    let (deadline, expiry) = connection_deadline(&ctx.config, &who);
     let subscription = Subscription::open(
         ctx.engine.clone(),
         ctx.config.subscriber_queue,
@@ -223,7 +232,8 @@ pub async fn respond(
         envelope,
         heartbeat: interval_at(Instant::now() + heartbeat_every, heartbeat_every),
         shutdown: ctx.shutdown.clone(),
-        deadline: connection_deadline(&ctx.config),
+        deadline,
+        expiry,
         first: Some(first),
         finished: false,
         connection: Connection::open("sse"),

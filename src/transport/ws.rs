@@ -10,7 +10,8 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::SinkExt;
 
-use super::{connection_deadline, Context, WRITE_BATCH_BYTES};
+use super::{connection_deadline, Context, Expiry, WRITE_BATCH_BYTES};
+use crate::auth::Credential;
 use crate::engine::{Event, Subscription};
 use crate::http::ApiError;
 use crate::hub::{ChannelName, Draft, Message, Since};
@@ -21,6 +22,7 @@ pub mod close_code {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const UNSUPPORTED: u16 = 1003;
+    pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
     pub const SERVICE_RESTART: u16 = 1012;
@@ -64,6 +66,7 @@ pub async fn upgrade(
     upgrade: WebSocketUpgrade,
     channels: Vec<ChannelName>,
     since: Vec<Since>,
+    who: Credential,
 ) -> Result<Response, ApiError> {
     let subscription = Subscription::open(
         ctx.engine.clone(),
@@ -73,7 +76,7 @@ pub async fn upgrade(
     )
     .await?;
     Ok(configure(upgrade, &ctx)
-        .on_upgrade(move |socket| serve(ctx, socket, subscription, channels)))
+        .on_upgrade(move |socket| serve(ctx, socket, subscription, channels, who)))
 }
 
 enum Step {
@@ -88,23 +91,29 @@ async fn serve(
     mut socket: WebSocket,
     mut subscription: Subscription,
     channels: Vec<ChannelName>,
+    who: Credential,
 ) {
     let mut connection = Connection::open("ws");
-    let mut deadline = connection_deadline(&ctx.config);
+    let (mut deadline, expiry) = connection_deadline(&ctx.config, &who);
     loop {
         let step = tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled() => {
                 Step::Close(close_code::SERVICE_RESTART, "server shutting down".into(), "shutdown")
             }
-            _ = &mut deadline => Step::Close(
-                close_code::GOING_AWAY,
-                "connection reached its maximum age; reconnect".into(),
-                "max_age",
-            ),
+            _ = &mut deadline => match expiry {
+                Expiry::MaxAge => Step::Close(
+                    close_code::GOING_AWAY,
+                    "connection reached its maximum age; reconnect".into(),
+                    "max_age",
+                ),
+                Expiry::Token => {
+                    Step::Close(close_code::POLICY, "token expired".into(), "token_expired")
+                }
+            },
             frame = socket.recv() => match frame {
-                Some(Ok(Frame::Text(text))) => publish(&ctx, &channels, Bytes::from(text)).await,
-                Some(Ok(Frame::Binary(data))) => publish(&ctx, &channels, data).await,
+                Some(Ok(Frame::Text(text))) => publish(&ctx, &who, &channels, Bytes::from(text)).await,
+                Some(Ok(Frame::Binary(data))) => publish(&ctx, &who, &channels, data).await,
                 Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => Step::Continue,
                 Some(Ok(Frame::Close(_))) | None => Step::Gone,
                 Some(Err(_)) => {
@@ -128,7 +137,12 @@ async fn serve(
     }
 }
 
-async fn publish(ctx: &Context, channels: &[ChannelName], data: Bytes) -> Step {
+async fn publish(ctx: &Context, who: &Credential, channels: &[ChannelName], data: Bytes) -> Step {
+    for channel in channels {
+        if let Err(refused) = ctx.config.auth.may_publish(who, channel) {
+            return Step::Close(close_code::POLICY, refused.to_string(), "forbidden");
+        }
+    }
     if data.len() > ctx.config.max_message_size {
         return Step::Close(
             close_code::TOO_BIG,
