@@ -80,6 +80,9 @@ pub struct ServeArgs {
     /// Messages queued per subscriber before it must catch up from history.
     #[arg(long, env = "HERALD_SUBSCRIBER_QUEUE", default_value_t = 1024)]
     pub subscriber_queue: usize,
+    /// Bytes of messages queued per subscriber before it must catch up from history (e.g. 1MiB).
+    #[arg(long, env = "HERALD_SUBSCRIBER_QUEUE_BYTES", default_value = "1MiB", value_parser = parse_size)]
+    pub subscriber_queue_bytes: usize,
     /// Most channels named in one subscription (`/sub/a,b,...`).
     #[arg(
         long,
@@ -156,6 +159,7 @@ impl ServeArgs {
             },
             max_message_size: self.max_message_size,
             subscriber_queue: self.subscriber_queue,
+            subscriber_queue_bytes: self.subscriber_queue_bytes,
             max_channels_per_subscription: self.max_channels_per_subscription,
             max_subscriptions_per_socket: self.max_subscriptions_per_socket,
             poll_timeout: self.poll_timeout,

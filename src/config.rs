@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::auth::Auth;
+use crate::engine::QueueLimits;
 use crate::hub::HistoryLimits;
 
 /// Everything `herald serve` can be told.
@@ -16,6 +17,8 @@ pub struct ServerConfig {
     pub max_message_size: usize,
     /// Messages queued per subscriber before it must catch up from history.
     pub subscriber_queue: usize,
+    /// Bytes of message data queued per subscriber before it must catch up from history.
+    pub subscriber_queue_bytes: usize,
     pub max_channels_per_subscription: usize,
     pub max_subscriptions_per_socket: usize,
     /// Long-poll hold time when the request names none, and the most it may ask for.
@@ -45,6 +48,7 @@ impl Default for ServerConfig {
             history: HistoryLimits::default(),
             max_message_size: 64 * 1024,
             subscriber_queue: 1024,
+            subscriber_queue_bytes: 1024 * 1024,
             max_channels_per_subscription: 64,
             max_subscriptions_per_socket: 256,
             poll_timeout: Duration::from_secs(30),
@@ -62,6 +66,14 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// Per-subscriber queue bounds for streaming transports.
+    pub fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            messages: self.subscriber_queue,
+            bytes: self.subscriber_queue_bytes,
+        }
+    }
+
     /// Whether `origin` may open WebSockets and event streams (and get CORS headers).
     pub fn origin_allowed(&self, origin: &str) -> bool {
         match &self.allowed_origins {

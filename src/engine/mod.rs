@@ -20,7 +20,7 @@ use crate::hub::{
 };
 
 pub use memory::MemoryEngine;
-pub use subscription::{Event, Subscription};
+pub use subscription::{Event, QueueLimits, Subscription};
 
 /// Why an engine could not do what was asked.
 #[derive(Debug, Error)]

@@ -26,6 +26,13 @@ pub enum Event {
     Deleted(ChannelName),
 }
 
+/// How much a subscriber's queue may hold before it must catch up from history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
 /// A live subscription to a set of channels.
 pub struct Subscription {
     engine: Arc<dyn Engine>,
@@ -43,9 +50,9 @@ enum Verdict {
 }
 
 impl Subscription {
-    /// An empty subscription whose queue holds at most `queue` messages.
-    pub fn new(engine: Arc<dyn Engine>, queue: usize) -> Self {
-        let (handle, inbox) = SubscriberHandle::new(queue);
+    /// An empty subscription whose queue holds at most `queue`.
+    pub fn new(engine: Arc<dyn Engine>, queue: QueueLimits) -> Self {
+        let (handle, inbox) = SubscriberHandle::with_limits(queue.messages, queue.bytes);
         Self {
             engine,
             handle,
@@ -59,7 +66,7 @@ impl Subscription {
     /// Subscribes to every channel in `channels`, each from its own starting point.
     pub async fn open(
         engine: Arc<dyn Engine>,
-        queue: usize,
+        queue: QueueLimits,
         channels: &[ChannelName],
         since: &[Since],
     ) -> Result<Self, EngineError> {

@@ -8,7 +8,7 @@
 //! therefore never blocks a publisher or other subscribers, and never makes
 //! memory grow beyond its queue.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -35,6 +35,9 @@ pub enum Signal {
 struct Shared {
     signals: Mutex<Vec<Signal>>,
     notify: Notify,
+    /// Bytes of message data waiting in the queue, and the most allowed.
+    queued_bytes: AtomicUsize,
+    max_bytes: usize,
 }
 
 /// What the hub keeps for each subscriber of a channel.
@@ -58,8 +61,17 @@ pub enum Offer {
 impl SubscriberHandle {
     /// Creates a subscriber whose queue holds at most `capacity` messages.
     pub fn new(capacity: usize) -> (Self, Inbox) {
+        Self::with_limits(capacity, usize::MAX)
+    }
+
+    /// Creates a subscriber whose queue holds at most `capacity` messages and
+    /// `max_bytes` bytes (a message larger than that still fits an empty queue).
+    pub fn with_limits(capacity: usize, max_bytes: usize) -> (Self, Inbox) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            max_bytes,
+            ..Shared::default()
+        });
         let handle = Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             tx,
@@ -74,13 +86,29 @@ impl SubscriberHandle {
 
     /// Queues `message` without waiting; on overflow raises `Lagged`.
     pub fn offer(&self, message: &Arc<Message>) -> Offer {
+        let size = message.weight();
+        let queued = self.shared.queued_bytes.fetch_add(size, Ordering::AcqRel);
+        if queued > 0 && queued + size > self.shared.max_bytes {
+            self.shared.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            self.signal(Signal::Lagged(message.channel.clone()));
+            return Offer::Lagged;
+        }
         match self.tx.try_send(message.clone()) {
             Ok(()) => Offer::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(error) => {
+                self.shared.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+                self.refused(error, message)
+            }
+        }
+    }
+
+    fn refused(&self, error: mpsc::error::TrySendError<Arc<Message>>, message: &Message) -> Offer {
+        match error {
+            mpsc::error::TrySendError::Full(_) => {
                 self.signal(Signal::Lagged(message.channel.clone()));
                 Offer::Lagged
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
+            mpsc::error::TrySendError::Closed(_) => Offer::Closed,
         }
     }
 
@@ -105,7 +133,15 @@ pub struct Inbox {
 impl Inbox {
     /// A queued message, if any, without waiting.
     pub fn try_recv(&mut self) -> Option<Arc<Message>> {
-        self.rx.try_recv().ok()
+        let message = self.rx.try_recv().ok()?;
+        self.dequeued(&message);
+        Some(message)
+    }
+
+    fn dequeued(&self, message: &Message) {
+        self.shared
+            .queued_bytes
+            .fetch_sub(message.weight(), Ordering::AcqRel);
     }
 
     /// Takes every pending signal.
@@ -115,9 +151,13 @@ impl Inbox {
 
     /// Waits for a message or a signal; `None` means "look at the signals".
     pub async fn wait(&mut self) -> Option<Arc<Message>> {
-        tokio::select! {
+        let message = tokio::select! {
             message = self.rx.recv() => message,
             _ = self.shared.notify.notified() => None,
+        };
+        if let Some(message) = &message {
+            self.dequeued(message);
         }
+        message
     }
 }

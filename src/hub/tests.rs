@@ -188,3 +188,22 @@ fn sweep_forgets_idle_channels_only() {
     assert_eq!(hub.channel_count(), 1);
     assert!(hub.info(&busy, 100).is_some());
 }
+
+#[test]
+fn a_queue_over_its_byte_limit_lags_but_one_large_message_still_fits() {
+    let hub = Hub::new(limits(100));
+    let ch = name("c");
+    let (subscriber, mut inbox) = SubscriberHandle::with_limits(100, 1000);
+    hub.attach(&ch, &subscriber, Since::Now);
+    hub.publish(draft(&ch, &"x".repeat(2000)), 1);
+    assert_eq!(
+        drain(&mut inbox).len(),
+        1,
+        "an empty queue takes any one message"
+    );
+    hub.publish(draft(&ch, &"x".repeat(400)), 1);
+    hub.publish(draft(&ch, &"x".repeat(400)), 1);
+    hub.publish(draft(&ch, &"x".repeat(400)), 1);
+    assert_eq!(drain(&mut inbox).len(), 2);
+    assert_eq!(inbox.take_signals(), vec![Signal::Lagged(ch.clone())]);
+}

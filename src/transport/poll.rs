@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{write_message_fields, Context};
 use crate::config::{parse_duration, ServerConfig};
-use crate::engine::{Event, Subscription};
+use crate::engine::{Event, QueueLimits, Subscription};
 use crate::http::ApiError;
 use crate::hub::{ChannelName, Gap, Message, Since, Wire};
 use crate::telemetry::Connection;
@@ -146,7 +146,10 @@ pub async fn respond(
 ) -> Result<Response, ApiError> {
     // A poll reads history and waits for at most one page: its queue never
     // needs to hold more than that.
-    let queue = options.limit.max(16);
+    let queue = QueueLimits {
+        messages: options.limit.max(16),
+        bytes: ctx.config.subscriber_queue_bytes,
+    };
     let mut subscription = Subscription::open(ctx.engine.clone(), queue, &channels, &since).await?;
     let mut connection = Connection::open("poll");
     let mut reason = "answered";

@@ -70,7 +70,7 @@ struct Session {
 async fn serve(ctx: Context, mut socket: WebSocket, who: Credential) {
     let (deadline, expiry) = connection_deadline(&ctx.config, &who);
     let mut session = Session {
-        subscription: Subscription::new(ctx.engine.clone(), ctx.config.subscriber_queue),
+        subscription: Subscription::new(ctx.engine.clone(), ctx.config.queue_limits()),
         who,
         deadline,
         expiry,

@@ -216,7 +216,7 @@ pub async fn respond(
     let (deadline, expiry) = connection_deadline(&ctx.config, &who);
     let subscription = Subscription::open(
         ctx.engine.clone(),
-        ctx.config.subscriber_queue,
+        ctx.config.queue_limits(),
         &channels,
         &since,
     )

@@ -70,7 +70,7 @@ pub async fn upgrade(
 ) -> Result<Response, ApiError> {
     let subscription = Subscription::open(
         ctx.engine.clone(),
-        ctx.config.subscriber_queue,
+        ctx.config.queue_limits(),
         &channels,
         &since,
     )
