@@ -116,6 +116,36 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long to wait for connections to finish before exiting anyway.
     #[arg(long, env = "HERALD_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Most simultaneous client connections; more are answered 503 and closed.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+    /// New connections per second per client IP (bursts of twice that); 0 turns it off.
+    #[arg(long, env = "HERALD_CONNECTION_RATE", default_value_t = 50.0)]
+    pub connection_rate: f64,
+    /// Publishes per second per client IP (bursts of twice that); 0 turns it off.
+    #[arg(long, env = "HERALD_PUBLISH_RATE", default_value_t = 500.0)]
+    pub publish_rate: f64,
+    /// Apply the per-IP rate limits to loopback clients too (off: a local proxy is one IP for everyone).
+    #[arg(long, env = "HERALD_RATE_LIMIT_LOOPBACK")]
+    pub rate_limit_loopback: bool,
+    /// Largest request line plus headers (e.g. 16KiB); larger requests get 431.
+    #[arg(long, env = "HERALD_MAX_HEADER_BYTES", default_value = "16KiB", value_parser = parse_size)]
+    pub max_header_bytes: usize,
+    /// Time a client has to send its request headers (slowloris guard).
+    #[arg(long, env = "HERALD_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Time a publisher has to send its body.
+    #[arg(long, env = "HERALD_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+    /// How often WebSocket clients are pinged.
+    #[arg(long, env = "HERALD_WS_PING_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub ws_ping_interval: Duration,
+    /// How long a WebSocket client may take to answer a ping before it is dropped.
+    #[arg(long, env = "HERALD_WS_PONG_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub ws_pong_timeout: Duration,
+    /// A /ws socket with no subscriptions that sends nothing for this long is closed.
+    #[arg(long, env = "HERALD_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     /// Publishers must send `Authorization: Bearer KEY` (or a JWT with publish rights).
     #[arg(long, env = "HERALD_PUBLISH_KEY", hide_env_values = true)]
     pub publish_key: Option<String>,
@@ -169,6 +199,16 @@ impl ServeArgs {
             max_connection_age: self.max_connection_age,
             demo: self.demo,
             demo_tick: self.demo_tick,
+            max_connections: self.max_connections.max(1),
+            connection_rate: self.connection_rate,
+            publish_rate: self.publish_rate,
+            rate_limit_loopback: self.rate_limit_loopback,
+            max_header_bytes: self.max_header_bytes,
+            header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+            ws_ping_interval: self.ws_ping_interval,
+            ws_pong_timeout: self.ws_pong_timeout,
+            idle_timeout: self.idle_timeout,
             auth: Auth {
                 publish_key: self.publish_key.filter(|k| !k.is_empty()),
                 jwt,

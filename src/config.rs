@@ -32,6 +32,25 @@ pub struct ServerConfig {
     /// Streaming connections (WebSocket, SSE) are closed after this long, so
     /// clients reconnect and spread over nodes; `None` keeps them open.
     pub max_connection_age: Option<Duration>,
+    /// Most simultaneous client connections.
+    pub max_connections: usize,
+    /// New connections per second allowed from one IP address (0: no limit).
+    pub connection_rate: f64,
+    /// Publishes per second allowed from one IP address (0: no limit).
+    pub publish_rate: f64,
+    /// Apply the per-IP rates to loopback clients too.
+    pub rate_limit_loopback: bool,
+    /// Largest request head (request line and headers).
+    pub max_header_bytes: usize,
+    /// Time allowed to send a request's headers (slowloris guard).
+    pub header_read_timeout: Duration,
+    /// Time allowed to send a publish body.
+    pub body_read_timeout: Duration,
+    /// How often WebSocket clients are pinged, and how long a pong may take.
+    pub ws_ping_interval: Duration,
+    pub ws_pong_timeout: Duration,
+    /// A `/ws` socket with no subscriptions that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
     /// Publish key and JWT verification.
     pub auth: Auth,
     /// Origins accepted on WebSocket upgrades, SSE and CORS; `None` accepts any.
@@ -57,6 +76,16 @@ impl Default for ServerConfig {
             sse_heartbeat: Duration::from_secs(15),
             sse_retry: Duration::from_secs(2),
             max_connection_age: None,
+            max_connections: 100_000,
+            connection_rate: 50.0,
+            publish_rate: 500.0,
+            rate_limit_loopback: false,
+            max_header_bytes: 16 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            ws_ping_interval: Duration::from_secs(30),
+            ws_pong_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
             auth: Auth::default(),
             allowed_origins: None,
             demo: false,

@@ -46,6 +46,11 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let deadline = args.shutdown_timeout;
     let config = args.into_config()?;
+    // Every connection is a file descriptor: take what the hard limit allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open file limit"),
+    }
     if !config.listen.ip().is_loopback() && !config.auth.enabled() {
         tracing::warn!(
             listen = %config.listen,

@@ -34,6 +34,8 @@ pub enum ApiError {
     Auth(#[from] AuthError),
     #[error("origin {0:?} is not allowed")]
     OriginNotAllowed(String),
+    #[error("too many requests from this address; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
 }
 
 impl ApiError {
@@ -57,6 +59,7 @@ impl ApiError {
                 StatusCode::FORBIDDEN
             }
             Self::Auth(_) => StatusCode::UNAUTHORIZED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -75,6 +78,7 @@ impl ApiError {
             Self::Auth(AuthError::Invalid(_)) => "invalid_token",
             Self::Auth(AuthError::Forbidden { .. }) => "forbidden",
             Self::OriginNotAllowed(_) => "origin_not_allowed",
+            Self::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -92,6 +96,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+        }
+        if let Self::RateLimited { retry_after } = self {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(retry_after));
         }
         if matches!(self, Self::Engine(_) | Self::ShuttingDown) {
             response

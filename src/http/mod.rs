@@ -3,7 +3,9 @@
 
 pub mod assets;
 pub mod error;
+pub mod limits;
 pub mod publish;
+pub mod server;
 pub mod status;
 pub mod subscribe;
 
@@ -29,6 +31,7 @@ use crate::telemetry;
 use crate::transport::{self, Context};
 
 pub use error::ApiError;
+use limits::RateLimiter;
 
 /// Builds the router over an engine.
 pub fn router(ctx: Context) -> Router {
@@ -174,14 +177,28 @@ pub async fn start_with_engine(
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let (status_sender, status) = tokio::sync::watch::channel(Arc::<str>::from("{}"));
+    let limits = |rate: f64| {
+        Arc::new(RateLimiter::new(
+            rate,
+            rate * 2.0,
+            config.rate_limit_loopback,
+        ))
+    };
+    let connection_rate = limits(config.connection_rate);
+    let publish_rate = limits(config.publish_rate);
     let ctx = Context {
         engine: engine.clone(),
         config: Arc::new(config),
         shutdown: shutdown.clone(),
         status,
+        publish_rate: publish_rate.clone(),
     };
     let mut background = Vec::new();
-    background.push(tokio::spawn(sweep(engine.clone(), shutdown.clone())));
+    background.push(tokio::spawn(sweep(
+        engine.clone(),
+        [connection_rate.clone(), publish_rate],
+        shutdown.clone(),
+    )));
     background.push(tokio::spawn(status::ticker(
         engine.clone(),
         status_sender,
@@ -190,15 +207,11 @@ pub async fn start_with_engine(
     if ctx.config.demo {
         background.push(tokio::spawn(demo::ticker(ctx.clone())));
     }
+    let config = ctx.config.clone();
     let app = router(ctx);
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
+        let served = server::run(listener, app, config, connection_rate, stop).await;
         for task in background {
             task.abort();
             let _ = task.await;
@@ -214,13 +227,20 @@ pub async fn start_with_engine(
 }
 
 /// Trims history by age and forgets idle channels, once a second.
-async fn sweep(engine: Arc<dyn Engine>, shutdown: CancellationToken) {
+async fn sweep(
+    engine: Arc<dyn Engine>,
+    limiters: [Arc<RateLimiter>; 2],
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => engine.sweep(),
+            _ = tick.tick() => {
+                engine.sweep();
+                limiters.iter().for_each(|l| l.sweep());
+            }
         }
     }
 }

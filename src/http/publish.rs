@@ -5,13 +5,14 @@ use std::collections::HashMap;
 
 use axum::body::{to_bytes, Body};
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::Json;
 use base64::Engine as _;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::net::SocketAddr;
 
 use super::error::ApiError;
 use crate::auth::{AuthError, Credential};
@@ -90,7 +91,12 @@ fn authorize_publisher<'a>(
 }
 
 /// Reads a body of at most `limit` bytes, answering 413 beyond it.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -98,14 +104,19 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::TooLarge { limit });
     }
-    to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::TooLarge { limit })
+    match tokio::time::timeout(timeout, to_bytes(body, limit)).await {
+        Ok(read) => read.map_err(|_| ApiError::TooLarge { limit }),
+        Err(_) => Err(ApiError::bad_request(
+            "body_timeout",
+            "the request body did not arrive in time",
+        )),
+    }
 }
 
 /// `POST /pub/{channel}`: the body is the message.
 pub async fn publish_one(
     State(ctx): State<Context>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     path: Result<Path<String>, PathRejection>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -114,9 +125,16 @@ pub async fn publish_one(
     let channel = channel_from_path(path)?;
     let token = query.get("token").map(String::as_str);
     authorize_publisher(&ctx, &headers, token, [&channel])?;
+    transport::check_publish_rate(&ctx, peer.ip())?;
     let event = event_name(query.get("event"))?;
     let idempotency_key = idempotency_key(&headers)?;
-    let data = read_body(&headers, body, ctx.config.max_message_size).await?;
+    let data = read_body(
+        &headers,
+        body,
+        ctx.config.max_message_size,
+        ctx.config.body_read_timeout,
+    )
+    .await?;
     let draft = Draft {
         channel,
         event,
@@ -160,6 +178,7 @@ pub fn data_from_json(data: Value, encoding: Option<&str>) -> Result<Bytes, ApiE
 /// checked whole before anything is published.
 pub async fn publish_batch(
     State(ctx): State<Context>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
@@ -168,8 +187,9 @@ pub async fn publish_batch(
     {
         return Err(AuthError::Missing.into());
     }
+    transport::check_publish_rate(&ctx, peer.ip())?;
     let limit = (ctx.config.max_message_size * 16).max(1 << 20);
-    let raw = read_body(&headers, body, limit).await?;
+    let raw = read_body(&headers, body, limit, ctx.config.body_read_timeout).await?;
     let items: Vec<BatchItem> = serde_json::from_slice(&raw).map_err(|e| {
         ApiError::bad_request(
             "bad_json",

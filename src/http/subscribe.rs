@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{FromRequestParts, Path, Query, Request};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 
@@ -115,7 +117,11 @@ pub async fn subscribe(
             let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &ctx)
                 .await
                 .map_err(|e| ApiError::bad_request("bad_websocket_upgrade", e.body_text()))?;
-            transport::ws::upgrade(ctx, upgrade, channels, since, who).await
+            let peer = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+            transport::ws::upgrade(ctx, upgrade, channels, since, who, peer).await
         }
         TransportKind::EventStream => {
             let envelope = query

@@ -8,6 +8,7 @@ pub mod socket;
 pub mod sse;
 pub mod ws;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Credential;
 use crate::config::ServerConfig;
 use crate::engine::{Engine, EngineError};
+use crate::http::ApiError;
 use crate::hub::{Draft, Message, Published};
 use crate::telemetry;
 
@@ -27,6 +29,17 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// Live status snapshots for `/status/stream`.
     pub status: tokio::sync::watch::Receiver<Arc<str>>,
+    /// Publishes per client IP.
+    pub publish_rate: Arc<crate::http::limits::RateLimiter>,
+}
+
+/// Refuses a publish from `peer` beyond `--publish-rate`.
+pub fn check_publish_rate(ctx: &Context, peer: IpAddr) -> Result<(), ApiError> {
+    ctx.publish_rate
+        .check(peer)
+        .map_err(|wait| ApiError::RateLimited {
+            retry_after: crate::http::limits::retry_after_seconds(wait),
+        })
 }
 
 /// Publishes through the engine and records it; every publish path goes through here.

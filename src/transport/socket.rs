@@ -4,17 +4,19 @@
 
 use axum::extract::ws::{Message as Frame, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
+use bytes::Bytes;
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 use tokio::time::Sleep;
 
 use super::protocol::{self, Request};
-use super::ws::{close_code, close_frame, configure};
+use super::ws::{close_code, close_frame, configure, Beat, Heartbeat};
 use super::{connection_deadline, Context, Expiry, WRITE_BATCH_BYTES};
 use crate::auth::{AuthError, Credential};
 use crate::engine::{Event, Subscription};
@@ -26,6 +28,7 @@ use crate::telemetry::Connection;
 /// Accepts a `/ws` connection from a client allowed to connect.
 pub async fn upgrade(
     State(ctx): State<Context>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
@@ -38,7 +41,7 @@ pub async fn upgrade(
     if ctx.config.auth.jwt.is_some() && who == Credential::Anonymous {
         return Err(AuthError::Missing.into());
     }
-    Ok(configure(upgrade, &ctx).on_upgrade(move |socket| serve(ctx, socket, who)))
+    Ok(configure(upgrade, &ctx).on_upgrade(move |socket| serve(ctx, socket, who, peer.ip())))
 }
 
 /// Refuses a browser `Origin` not on `--allowed-origins` (403).
@@ -63,15 +66,20 @@ async fn send_text(socket: &mut WebSocket, text: String) -> bool {
 struct Session {
     subscription: Subscription,
     who: Credential,
+    peer: IpAddr,
     deadline: Pin<Box<Sleep>>,
     expiry: Expiry,
 }
 
-async fn serve(ctx: Context, mut socket: WebSocket, who: Credential) {
+async fn serve(ctx: Context, mut socket: WebSocket, who: Credential, peer: IpAddr) {
     let (deadline, expiry) = connection_deadline(&ctx.config, &who);
+    let mut heartbeat = Heartbeat::new(ctx.config.ws_ping_interval, ctx.config.ws_pong_timeout);
+    let idle_after = ctx.config.idle_timeout;
+    let mut idle = Box::pin(tokio::time::sleep(idle_after));
     let mut session = Session {
         subscription: Subscription::new(ctx.engine.clone(), ctx.config.queue_limits()),
         who,
+        peer,
         deadline,
         expiry,
     };
@@ -93,22 +101,41 @@ async fn serve(ctx: Context, mut socket: WebSocket, who: Credential) {
                 let _ = socket.send(close_frame(code, reason)).await;
                 return;
             }
-            frame = socket.recv() => match frame {
-                Some(Ok(Frame::Text(text))) => {
-                    let answer = handle(&ctx, &mut session, &text).await;
-                    send_text(&mut socket, answer).await
-                }
-                Some(Ok(Frame::Binary(_))) => {
-                    let body = json!({"code": "bad_frame", "message": "the /ws protocol uses JSON text frames"});
-                    send_text(&mut socket, protocol::error(&Value::Null, body)).await
-                }
-                Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => true,
-                Some(Ok(Frame::Close(_))) | None => false,
-                Some(Err(_)) => {
-                    connection.set_reason("protocol_error");
+            beat = heartbeat.next() => match beat {
+                Beat::Ping => socket.send(Frame::Ping(Bytes::new())).await.is_ok(),
+                Beat::TimedOut => {
+                    connection.set_reason("pong_timeout");
+                    let _ = socket.send(close_frame(close_code::GOING_AWAY, "no pong in time")).await;
                     false
                 }
             },
+            _ = &mut idle, if session.subscription.is_empty() => {
+                connection.set_reason("idle");
+                let _ = socket.send(close_frame(close_code::NORMAL, "idle: no subscriptions and no frames")).await;
+                false
+            }
+            frame = socket.recv() => {
+                if matches!(frame, Some(Ok(_))) {
+                    heartbeat.alive();
+                    idle.as_mut().reset(tokio::time::Instant::now() + idle_after);
+                }
+                match frame {
+                    Some(Ok(Frame::Text(text))) => {
+                        let answer = handle(&ctx, &mut session, &text).await;
+                        send_text(&mut socket, answer).await
+                    }
+                    Some(Ok(Frame::Binary(_))) => {
+                        let body = json!({"code": "bad_frame", "message": "the /ws protocol uses JSON text frames"});
+                        send_text(&mut socket, protocol::error(&Value::Null, body)).await
+                    }
+                    Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => true,
+                    Some(Ok(Frame::Close(_))) | None => false,
+                    Some(Err(_)) => {
+                        connection.set_reason("protocol_error");
+                        false
+                    }
+                }
+            }
             event = session.subscription.next() => {
                 write_events(&mut socket, &mut session.subscription, &mut connection, event).await
             }
@@ -208,6 +235,7 @@ async fn apply(
         } => {
             let channel = ChannelName::parse(&channel)?;
             auth.may_publish(&session.who, &channel)?;
+            super::check_publish_rate(ctx, session.peer)?;
             let event = event
                 .filter(|e| !e.is_empty())
                 .map(|e| EventName::parse(&e))

@@ -9,6 +9,9 @@ use axum::extract::ws::{CloseFrame, Message as Frame, Utf8Bytes, WebSocket, WebS
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::SinkExt;
+use std::net::IpAddr;
+use std::time::Duration;
+use tokio::time::Instant;
 
 use super::{connection_deadline, Context, Expiry, WRITE_BATCH_BYTES};
 use crate::auth::Credential;
@@ -27,6 +30,52 @@ pub mod close_code {
     pub const INTERNAL: u16 = 1011;
     pub const SERVICE_RESTART: u16 = 1012;
     pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// Pings a WebSocket client on an interval and notices when it stops answering.
+pub struct Heartbeat {
+    interval: tokio::time::Interval,
+    timeout: Duration,
+    waiting_since: Option<Instant>,
+}
+
+/// What the heartbeat asks for.
+pub enum Beat {
+    Ping,
+    TimedOut,
+}
+
+impl Heartbeat {
+    pub fn new(every: Duration, timeout: Duration) -> Self {
+        let every = every.max(Duration::from_millis(10));
+        let mut interval = tokio::time::interval_at(Instant::now() + every, every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            interval,
+            timeout,
+            waiting_since: None,
+        }
+    }
+
+    /// Waits until a ping is due or the last one went unanswered too long. Cancel-safe.
+    pub async fn next(&mut self) -> Beat {
+        match self.waiting_since {
+            Some(since) => {
+                tokio::time::sleep_until(since + self.timeout).await;
+                Beat::TimedOut
+            }
+            None => {
+                self.interval.tick().await;
+                self.waiting_since = Some(Instant::now());
+                Beat::Ping
+            }
+        }
+    }
+
+    /// The client showed it is alive (any frame counts).
+    pub fn alive(&mut self) {
+        self.waiting_since = None;
+    }
 }
 
 /// Read and write buffer sizes: small, so idle connections stay cheap.
@@ -67,6 +116,7 @@ pub async fn upgrade(
     channels: Vec<ChannelName>,
     since: Vec<Since>,
     who: Credential,
+    peer: IpAddr,
 ) -> Result<Response, ApiError> {
     let subscription = Subscription::open(
         ctx.engine.clone(),
@@ -76,7 +126,7 @@ pub async fn upgrade(
     )
     .await?;
     Ok(configure(upgrade, &ctx)
-        .on_upgrade(move |socket| serve(ctx, socket, subscription, channels, who)))
+        .on_upgrade(move |socket| serve(ctx, socket, subscription, channels, who, peer)))
 }
 
 enum Step {
@@ -92,8 +142,10 @@ async fn serve(
     mut subscription: Subscription,
     channels: Vec<ChannelName>,
     who: Credential,
+    peer: IpAddr,
 ) {
     let mut connection = Connection::open("ws");
+    let mut heartbeat = Heartbeat::new(ctx.config.ws_ping_interval, ctx.config.ws_pong_timeout);
     let (mut deadline, expiry) = connection_deadline(&ctx.config, &who);
     loop {
         let step = tokio::select! {
@@ -111,16 +163,30 @@ async fn serve(
                     Step::Close(close_code::POLICY, "token expired".into(), "token_expired")
                 }
             },
-            frame = socket.recv() => match frame {
-                Some(Ok(Frame::Text(text))) => publish(&ctx, &who, &channels, Bytes::from(text)).await,
-                Some(Ok(Frame::Binary(data))) => publish(&ctx, &who, &channels, data).await,
-                Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => Step::Continue,
-                Some(Ok(Frame::Close(_))) | None => Step::Gone,
-                Some(Err(_)) => {
-                    connection.set_reason("protocol_error");
-                    Step::Gone
-                }
+            beat = heartbeat.next() => match beat {
+                Beat::Ping => match socket.send(Frame::Ping(Bytes::new())).await {
+                    Ok(()) => Step::Continue,
+                    Err(_) => Step::Gone,
+                },
+                Beat::TimedOut => Step::Close(close_code::GOING_AWAY, "no pong in time".into(), "pong_timeout"),
             },
+            frame = socket.recv() => {
+                if matches!(frame, Some(Ok(_))) {
+                    heartbeat.alive();
+                }
+                match frame {
+                    Some(Ok(Frame::Text(text))) => {
+                        publish(&ctx, &who, peer, &channels, Bytes::from(text)).await
+                    }
+                    Some(Ok(Frame::Binary(data))) => publish(&ctx, &who, peer, &channels, data).await,
+                    Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => Step::Continue,
+                    Some(Ok(Frame::Close(_))) | None => Step::Gone,
+                    Some(Err(_)) => {
+                        connection.set_reason("protocol_error");
+                        Step::Gone
+                    }
+                }
+            }
             event = subscription.next() => {
                 write_events(&mut socket, &mut subscription, &mut connection, event).await
             }
@@ -137,11 +203,24 @@ async fn serve(
     }
 }
 
-async fn publish(ctx: &Context, who: &Credential, channels: &[ChannelName], data: Bytes) -> Step {
+async fn publish(
+    ctx: &Context,
+    who: &Credential,
+    peer: IpAddr,
+    channels: &[ChannelName],
+    data: Bytes,
+) -> Step {
     for channel in channels {
         if let Err(refused) = ctx.config.auth.may_publish(who, channel) {
             return Step::Close(close_code::POLICY, refused.to_string(), "forbidden");
         }
+    }
+    if let Err(limited) = super::check_publish_rate(ctx, peer) {
+        return Step::Close(
+            close_code::TRY_AGAIN_LATER,
+            limited.to_string(),
+            "rate_limited",
+        );
     }
     if data.len() > ctx.config.max_message_size {
         return Step::Close(

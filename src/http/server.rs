@@ -1,0 +1,189 @@
+//! The accept loop: connection limits, per-IP connection rate, header size and
+//! header read timeout (slowloris), then HTTP/1.1 and HTTP/2 via hyper with
+//! WebSocket upgrades.
+//!
+//! axum's own `serve` exposes none of these knobs, so the loop is written out
+//! here, after the shape of axum's.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderValue, Request, Response, StatusCode};
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use super::limits::{retry_after_seconds, RateLimiter};
+use crate::config::ServerConfig;
+
+/// Most headers in one request.
+pub const MAX_HEADERS: usize = 100;
+
+/// Serves `app` on `listener` until `shutdown`, then waits for open HTTP
+/// connections to finish (WebSocket and SSE tasks end on the same signal).
+pub async fn run(
+    listener: TcpListener,
+    app: Router,
+    config: Arc<ServerConfig>,
+    connection_rate: Arc<RateLimiter>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors or similar: back off briefly
+                    // instead of spinning on a listener that cannot accept.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        if let Err(wait) = connection_rate.check(peer.ip()) {
+            tracker.spawn(refuse(stream, too_many_connections(wait)));
+            continue;
+        }
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracker.spawn(refuse(stream, server_full()));
+            continue;
+        };
+        let app = app.clone();
+        let config = config.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            serve_connection(stream, peer, app, &config, shutdown).await;
+            drop(slot);
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+fn builder(config: &ServerConfig) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_bytes.max(8192))
+        .max_headers(MAX_HEADERS);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(config.max_header_bytes as u32)
+        .enable_connect_protocol();
+    builder
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    config: &ServerConfig,
+    shutdown: CancellationToken,
+) {
+    let service = app.map_request(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request.map(Body::new)
+    });
+    let builder = builder(config);
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+    tokio::pin!(connection);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = shutdown.cancelled(), if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// Why a connection is turned away, answered as one JSON error.
+#[derive(Debug, Clone, Copy)]
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: &'static str,
+    retry_after: u64,
+}
+
+impl Refusal {
+    fn response(&self) -> Response<Body> {
+        let body = json!({ "error": { "code": self.code, "message": self.message } }).to_string();
+        let mut response = Response::new(Body::from(body));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after));
+        response
+    }
+}
+
+fn too_many_connections(wait: Duration) -> Refusal {
+    crate::telemetry::rejected("connection_rate_limited");
+    Refusal {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        code: "rate_limited",
+        message: "too many new connections from this address; retry later",
+        retry_after: retry_after_seconds(wait),
+    }
+}
+
+fn server_full() -> Refusal {
+    crate::telemetry::rejected("too_many_connections");
+    Refusal {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "too_many_connections",
+        message: "the server is at its connection limit; retry later",
+        retry_after: 1,
+    }
+}
+
+/// Answers one request on a refused connection, then closes it.
+async fn refuse(stream: TcpStream, refusal: Refusal) {
+    let service = hyper::service::service_fn(move |_request: Request<Incoming>| async move {
+        Ok::<_, Infallible>(refusal.response())
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(5))
+        .keep_alive(false);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        builder.serve_connection(TokioIo::new(stream), service),
+    )
+    .await;
+}
