@@ -18,7 +18,7 @@ use thiserror::Error;
 
 use crate::hub::ChannelName;
 
-/// Clock skew tolerated on `exp`, in seconds.
+/// Clock skew tolerated on `exp` by default, in seconds.
 pub const LEEWAY_SECONDS: u64 = 10;
 
 /// Why a request was refused.
@@ -125,14 +125,15 @@ pub enum Credential {
     Anonymous,
     /// The publish key: may publish and subscribe anywhere.
     PublishKey,
-    Token(Claims),
+    /// A verified token; `valid_until` is `exp` plus the leeway, in Unix seconds.
+    Token { claims: Claims, valid_until: u64 },
 }
 
 impl Credential {
     /// Unix time at which this credential stops being valid, if it does.
     pub fn expires_at(&self) -> Option<u64> {
         match self {
-            Self::Token(claims) => Some(claims.exp + LEEWAY_SECONDS),
+            Self::Token { valid_until, .. } => Some(*valid_until),
             _ => None,
         }
     }
@@ -140,7 +141,7 @@ impl Credential {
     /// The token's subject, for logs.
     pub fn subject(&self) -> Option<&str> {
         match self {
-            Self::Token(claims) => claims.sub.as_deref(),
+            Self::Token { claims, .. } => claims.sub.as_deref(),
             _ => None,
         }
     }
@@ -167,10 +168,22 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
 }
 
 /// The auth settings of a server.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Auth {
     pub publish_key: Option<String>,
     pub jwt: Option<JwtKey>,
+    /// Seconds of clock skew tolerated on `exp`.
+    pub leeway: u64,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            publish_key: None,
+            jwt: None,
+            leeway: LEEWAY_SECONDS,
+        }
+    }
 }
 
 impl Auth {
@@ -227,11 +240,14 @@ impl Auth {
             return Err(AuthError::Invalid("not the publish key".into()));
         };
         let mut validation = Validation::new(jwt.algorithm);
-        validation.leeway = LEEWAY_SECONDS;
+        validation.leeway = self.leeway;
         validation.set_required_spec_claims(&["exp"]);
         validation.validate_aud = false;
         match jsonwebtoken::decode::<Claims>(token, &jwt.key, &validation) {
-            Ok(data) => Ok(Credential::Token(data.claims)),
+            Ok(data) => Ok(Credential::Token {
+                valid_until: data.claims.exp + self.leeway,
+                claims: data.claims,
+            }),
             Err(e) => match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => Err(AuthError::Expired),
                 _ => Err(AuthError::Invalid(e.to_string())),
@@ -247,7 +263,9 @@ impl Auth {
         match who {
             Credential::PublishKey => Ok(()),
             Credential::Anonymous => Err(AuthError::Missing),
-            Credential::Token(claims) => covered(&claims.herald.subscribe, "subscribe", channel),
+            Credential::Token { claims, .. } => {
+                covered(&claims.herald.subscribe, "subscribe", channel)
+            }
         }
     }
 
@@ -259,7 +277,7 @@ impl Auth {
         match who {
             Credential::PublishKey => Ok(()),
             Credential::Anonymous => Err(AuthError::Missing),
-            Credential::Token(claims) => covered(&claims.herald.publish, "publish", channel),
+            Credential::Token { claims, .. } => covered(&claims.herald.publish, "publish", channel),
         }
     }
 }

@@ -160,6 +160,9 @@ pub struct ServeArgs {
     /// Subscribers need a JWT verified by this PEM public key (RS256 or ES256).
     #[arg(long, env = "HERALD_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<std::path::PathBuf>,
+    /// Clock skew tolerated on a token's `exp`, in seconds (at most 30).
+    #[arg(long, env = "HERALD_JWT_LEEWAY", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=30))]
+    pub jwt_leeway: u64,
     /// Origins accepted for WebSocket and SSE and sent in CORS headers,
     /// comma-separated (`https://app.example.com,https://admin.example.com`, or `*`).
     #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -212,6 +215,7 @@ impl ServeArgs {
             auth: Auth {
                 publish_key: self.publish_key.filter(|k| !k.is_empty()),
                 jwt,
+                leeway: self.jwt_leeway,
             },
             allowed_origins: self.allowed_origins.map(|list| {
                 list.into_iter()

@@ -95,6 +95,18 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// The warning to log when this configuration exposes an open server.
+    pub fn exposure_warning(&self) -> Option<String> {
+        (!self.listen.ip().is_loopback() && !self.auth.enabled()).then(|| {
+            format!(
+                "LISTENING ON {} WITH NO AUTH: anyone who can reach this port can publish and \
+                 subscribe to every channel. Set --publish-key and --jwt-secret (or \
+                 --jwt-public-key) before exposing herald.",
+                self.listen
+            )
+        })
+    }
+
     /// Per-subscriber queue bounds for streaming transports.
     pub fn queue_limits(&self) -> QueueLimits {
         QueueLimits {
@@ -136,6 +148,16 @@ pub fn parse_size(raw: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_open_server_beyond_loopback_is_warned_about() {
+        let mut config = ServerConfig::default();
+        assert!(config.exposure_warning().is_none());
+        config.listen = "0.0.0.0:8080".parse().unwrap();
+        assert!(config.exposure_warning().unwrap().contains("NO AUTH"));
+        config.auth.publish_key = Some("k".into());
+        assert!(config.exposure_warning().is_none());
+    }
 
     #[test]
     fn human_durations_and_sizes() {

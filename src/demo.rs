@@ -15,7 +15,7 @@ use axum::Router;
 use bytes::Bytes;
 
 use crate::hub::{ChannelName, Draft};
-use crate::transport::ws::{close_code, close_frame, configure};
+use crate::transport::ws::{close_code, close_for_error, close_frame, configure};
 use crate::transport::Context;
 
 /// The reply prefix of the seed's echo server.
@@ -56,6 +56,11 @@ async fn echo(ctx: Context, mut socket: WebSocket) {
                 format!("{ECHO_PREFIX}{}", String::from_utf8_lossy(&data))
             }
             Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => continue,
+            Some(Err(error)) => {
+                connection.set_reason("protocol_error");
+                let _ = socket.send(close_for_error(&error)).await;
+                break;
+            }
             _ => break,
         };
         if socket

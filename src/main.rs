@@ -51,13 +51,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Ok(limit) => tracing::debug!(limit, "open file limit"),
         Err(error) => tracing::warn!(%error, "could not raise the open file limit"),
     }
-    if !config.listen.ip().is_loopback() && !config.auth.enabled() {
-        tracing::warn!(
-            listen = %config.listen,
-            "LISTENING ON A NON-LOOPBACK ADDRESS WITH NO AUTH: anyone who can reach this port can \
-             publish and subscribe to every channel. Set --publish-key and --jwt-secret (or \
-             --jwt-public-key) before exposing herald."
-        );
+    if let Some(warning) = config.exposure_warning() {
+        tracing::warn!("{warning}");
     }
     let server = herald::http::start(config)
         .await

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::time::Sleep;
 
 use super::protocol::{self, Request};
-use super::ws::{close_code, close_frame, configure, Beat, Heartbeat};
+use super::ws::{close_code, close_for_error, close_frame, configure, Beat, Heartbeat};
 use super::{connection_deadline, Context, Expiry, WRITE_BATCH_BYTES};
 use crate::auth::{AuthError, Credential};
 use crate::engine::{Event, Subscription};
@@ -130,8 +130,9 @@ async fn serve(ctx: Context, mut socket: WebSocket, who: Credential, peer: IpAdd
                     }
                     Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => true,
                     Some(Ok(Frame::Close(_))) | None => false,
-                    Some(Err(_)) => {
+                    Some(Err(error)) => {
                         connection.set_reason("protocol_error");
+                        let _ = socket.send(close_for_error(&error)).await;
                         false
                     }
                 }

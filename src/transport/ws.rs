@@ -24,7 +24,9 @@ use crate::telemetry::Connection;
 pub mod close_code {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL: u16 = 1002;
     pub const UNSUPPORTED: u16 = 1003;
+    pub const INVALID_DATA: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
@@ -98,6 +100,19 @@ pub fn data_frame(message: &Message) -> Frame {
         }
     }
     Frame::Binary(message.data.clone())
+}
+
+/// The close frame that fails a connection after `error` (RFC 6455 §7.1.7):
+/// 1007 for invalid UTF-8, 1009 for a message over the size limit, 1002 for
+/// any other protocol violation. The library reports these without closing.
+pub fn close_for_error(error: &axum::Error) -> Frame {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let cause = std::error::Error::source(error).and_then(|e| e.downcast_ref::<WsError>());
+    match cause {
+        Some(WsError::Utf8(_)) => close_frame(close_code::INVALID_DATA, "invalid UTF-8"),
+        Some(WsError::Capacity(_)) => close_frame(close_code::TOO_BIG, "message too big"),
+        _ => close_frame(close_code::PROTOCOL, "protocol error"),
+    }
 }
 
 /// A close frame with a code and a reason.
@@ -181,8 +196,9 @@ async fn serve(
                     Some(Ok(Frame::Binary(data))) => publish(&ctx, &who, peer, &channels, data).await,
                     Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => Step::Continue,
                     Some(Ok(Frame::Close(_))) | None => Step::Gone,
-                    Some(Err(_)) => {
+                    Some(Err(error)) => {
                         connection.set_reason("protocol_error");
+                        let _ = socket.send(close_for_error(&error)).await;
                         Step::Gone
                     }
                 }
