@@ -222,9 +222,13 @@ pub async fn respond(
     )
     .await?;
     let heartbeat_every = ctx.config.sse_heartbeat.max(Duration::from_millis(100));
+    // An event with an id and no data sets the browser's last event id
+    // without firing anything (HTML, "dispatch the event", steps 1-2), so a
+    // stream that drops before its first message still resumes from here.
     let first = Bytes::from(format!(
-        "retry: {}\n: herald\n\n",
-        ctx.config.sse_retry.as_millis()
+        "retry: {}\nid: {}\n\n",
+        ctx.config.sse_retry.as_millis(),
+        subscription.cursor().render()
     ));
     let state = Stream {
         subscription,
