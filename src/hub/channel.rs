@@ -47,6 +47,9 @@ pub struct ChannelState {
     idempotency_order: VecDeque<Box<str>>,
     /// Set when the channel left the registry; a caller holding it must look again.
     pub(crate) removed: bool,
+    /// Kept at least until then (Unix ms), so a subscriber that reconnects to
+    /// a quiet channel finds the same epoch rather than a spurious gap.
+    keep_until_ms: u64,
 }
 
 impl ChannelState {
@@ -65,6 +68,7 @@ impl ChannelState {
             idempotency: HashMap::new(),
             idempotency_order: VecDeque::new(),
             removed: false,
+            keep_until_ms: u64::MAX,
         }
     }
 
@@ -170,6 +174,10 @@ impl ChannelState {
     pub fn tidy(&mut self, limits: &HistoryLimits, now_ms: u64) {
         self.history.trim(limits, now_ms);
         self.subscribers.retain(|s| !s.is_closed());
+        let active = !self.subscribers.is_empty() || !self.history.is_empty();
+        if active || self.keep_until_ms == u64::MAX {
+            self.keep_until_ms = now_ms.saturating_add(limits.ttl.as_millis() as u64);
+        }
         while let Some(key) = self.idempotency_order.front() {
             match self.idempotency.get(key) {
                 Some((_, expires)) if *expires > now_ms => break,
@@ -181,9 +189,13 @@ impl ChannelState {
         }
     }
 
-    /// True when nothing would be lost by forgetting this channel.
-    pub fn is_idle(&self) -> bool {
-        self.subscribers.is_empty() && self.history.is_empty() && self.idempotency.is_empty()
+    /// True when nothing would be lost by forgetting this channel: no
+    /// subscribers, no history, and quiet for a history TTL.
+    pub fn is_idle(&self, now_ms: u64) -> bool {
+        self.subscribers.is_empty()
+            && self.history.is_empty()
+            && self.idempotency.is_empty()
+            && now_ms >= self.keep_until_ms
     }
 
     /// The earlier result of a publish with this idempotency key, if still remembered.

@@ -214,14 +214,14 @@ impl Hub {
         for entry in self.channels.iter() {
             let mut state = entry.value().state.lock();
             state.tidy(&limits, now_ms);
-            if state.is_idle() {
+            if state.is_idle(now_ms) {
                 idle.push(entry.key().clone());
             }
         }
         for name in idle {
             self.channels.remove_if(&name, |_, channel| {
                 let mut state = channel.state.lock();
-                let idle = state.is_idle();
+                let idle = state.is_idle(now_ms);
                 if idle {
                     state.removed = true;
                 }

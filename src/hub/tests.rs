@@ -207,3 +207,27 @@ fn a_queue_over_its_byte_limit_lags_but_one_large_message_still_fits() {
     assert_eq!(drain(&mut inbox).len(), 2);
     assert_eq!(inbox.take_signals(), vec![Signal::Lagged(ch.clone())]);
 }
+
+#[test]
+fn a_quiet_channel_keeps_its_epoch_for_a_ttl_after_its_last_subscriber_leaves() {
+    let hub = Hub::new(HistoryLimits {
+        ttl: Duration::from_millis(1000),
+        ..limits(10)
+    });
+    let ch = name("quiet");
+    let (subscriber, _inbox) = SubscriberHandle::new(8);
+    let position = hub.attach(&ch, &subscriber, Since::Now).position;
+    hub.sweep(10);
+    hub.detach(&ch, subscriber.id());
+    hub.sweep(500);
+    let (again, _inbox) = SubscriberHandle::new(8);
+    let replay = hub.attach(&ch, &again, Since::After(position));
+    assert!(
+        replay.gap.is_none(),
+        "a reconnect within the TTL is not a gap"
+    );
+    hub.detach(&ch, again.id());
+    hub.sweep(600);
+    hub.sweep(3000);
+    assert_eq!(hub.channel_count(), 0, "forgotten once quiet for a TTL");
+}
