@@ -1,4 +1,5 @@
-//! Static assets compiled into the binary: the console page and herald.js.
+//! Static assets compiled into the binary: the console page, herald.js and
+//! the OpenAPI description.
 
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
@@ -16,5 +17,16 @@ pub async fn client_script() -> impl IntoResponse {
             (header::CACHE_CONTROL, "no-cache"),
         ],
         include_str!("../../clients/js/herald.js"),
+    )
+}
+
+/// `GET /openapi.yaml`: the HTTP API description (`docs/openapi.yaml`).
+pub async fn openapi() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "application/yaml"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../docs/openapi.yaml"),
     )
 }

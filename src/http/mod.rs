@@ -43,6 +43,7 @@ pub fn router(ctx: Context) -> Router {
         .route("/metrics", get(metrics))
         .route("/status", get(status::page))
         .route("/status/stream", get(status::stream))
+        .route("/openapi.yaml", get(assets::openapi))
         .route("/pub", axum::routing::post(publish::publish_batch))
         .route(
             "/pub/{channel}",
