@@ -73,6 +73,10 @@ pub async fn run(
             drop(slot);
         });
     }
+    // Close the listening socket now rather than when the drain ends: a new
+    // connection is then refused at once (and retried on another node)
+    // instead of waiting unanswered in the accept backlog.
+    drop(listener);
     tracker.close();
     tracker.wait().await;
     Ok(())
