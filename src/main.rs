@@ -54,16 +54,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(warning) = config.exposure_warning() {
         tracing::warn!("{warning}");
     }
+    let mut signals = Signals::install().context("could not listen for signals")?;
     let server = herald::http::start(config)
         .await
         .context("could not start the server")?;
     println!("herald listening on http://{}", server.addr);
     let stop = server.shutdown_token();
     tokio::spawn(async move {
-        termination_signal().await;
+        signals.next().await;
         tracing::info!("shutting down: closing connections (a second signal exits at once)");
         stop.cancel();
-        termination_signal().await;
+        signals.next().await;
         tracing::warn!("second signal: exiting now");
         std::process::exit(130);
     });
@@ -84,24 +85,26 @@ async fn overdue(stop: tokio_util::sync::CancellationToken, deadline: Duration) 
     tokio::time::sleep(deadline).await;
 }
 
-async fn termination_signal() {
-    #[cfg(unix)]
-    {
+/// SIGTERM and SIGINT, listened for from before the server starts so that
+/// no signal can arrive unhandled, and reused for the second signal.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
     }
 }

@@ -89,36 +89,25 @@ impl Herald {
         herald
     }
 
-    /// Waits until the process catches SIGTERM and SIGINT.
-    ///
-    /// herald prints its address before its signal task has installed the
-    /// handlers, so a signal sent at once (by a busy test, or a supervisor)
-    /// can still kill it outright. The tests are about what happens once the
-    /// handlers are in place, so they wait for them (Linux: `SigCgt`).
+    /// Checks the process already catches SIGTERM and SIGINT when it has
+    /// printed its address, so a supervisor may signal it at once.
     async fn wait_for_signal_handlers(&self) {
         const SIGINT: u64 = 1 << (2 - 1);
         const SIGTERM: u64 = 1 << (15 - 1);
         let path = format!("/proc/{}/status", self.child.id().unwrap());
-        if std::fs::metadata(&path).is_err() {
+        let Ok(status) = std::fs::read_to_string(&path) else {
             return;
-        }
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let status = std::fs::read_to_string(&path).unwrap_or_default();
-            let caught = status
-                .lines()
-                .find_map(|l| l.strip_prefix("SigCgt:"))
-                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-                .unwrap_or(0);
-            if caught & (SIGINT | SIGTERM) == SIGINT | SIGTERM {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "herald never installed its SIGTERM/SIGINT handlers"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        };
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .unwrap_or(0);
+        assert_eq!(
+            caught & (SIGINT | SIGTERM),
+            SIGINT | SIGTERM,
+            "herald printed its address before catching SIGTERM and SIGINT"
+        );
     }
 
     fn url(&self, path: &str) -> String {
@@ -607,23 +596,17 @@ async fn a_second_signal_exits_at_once() {
         "the drain waits for the upload"
     );
     let second = Instant::now();
-    // herald listens for the second signal with listeners it creates after
-    // logging "shutting down"; a signal that lands in between is lost (a
-    // known race, reported: main.rs should create its listeners once). When
-    // the process is preempted there, sending again shows the rest works.
-    let mut sent = 0;
-    let status = loop {
-        herald.signal("INT");
-        sent += 1;
-        match tokio::time::timeout(Duration::from_secs(1), herald.child.wait()).await {
-            Ok(status) => break status.unwrap(),
-            Err(_) if sent < 3 => eprintln!("second signal lost (race in main.rs); sending again"),
-            Err(_) => panic!(
-                "{sent} signals after the first did not stop the drain; logs:\n{}",
+    // The listeners exist from before the first signal, so one more is enough.
+    herald.signal("INT");
+    let status = tokio::time::timeout(Duration::from_secs(3), herald.child.wait())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "a second signal did not stop the drain; logs:\n{}",
                 herald.logs.borrow().join("\n")
-            ),
-        }
-    };
+            )
+        })
+        .unwrap();
     assert_eq!(status.code(), Some(130), "{status:?}");
     assert!(second.elapsed() < Duration::from_secs(3));
     herald
