@@ -60,7 +60,11 @@ pub async fn publish(addr: SocketAddr, channel: &str, data: impl Into<reqwest::B
 
 /// `GET path` as JSON, with its status.
 pub async fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
-    let response = reqwest::Client::new().get(url(addr, path)).send().await.unwrap();
+    let response = reqwest::Client::new()
+        .get(url(addr, path))
+        .send()
+        .await
+        .unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -131,9 +135,12 @@ pub async fn poll(addr: SocketAddr, path: &str) -> Value {
 
 /// A raw WebSocket on `path`.
 pub async fn websocket(addr: SocketAddr, path: &str) -> Socket {
-    let (socket, _) = within("a WebSocket", tokio_tungstenite::connect_async(format!("ws://{addr}{path}")))
-        .await
-        .unwrap();
+    let (socket, _) = within(
+        "a WebSocket",
+        tokio_tungstenite::connect_async(format!("ws://{addr}{path}")),
+    )
+    .await
+    .unwrap();
     socket
 }
 
@@ -164,7 +171,11 @@ pub async fn send_json(socket: &mut Socket, frame: Value) {
 
 /// Subscribes a `/ws` socket and returns the `ok` answer.
 pub async fn ws_sub(socket: &mut Socket, channel: &str, since: Option<&str>) -> Value {
-    send_json(socket, json!({"op": "sub", "channel": channel, "since": since, "ref": channel})).await;
+    send_json(
+        socket,
+        json!({"op": "sub", "channel": channel, "since": since, "ref": channel}),
+    )
+    .await;
     let answer = next_json(socket).await;
     assert_eq!(answer["op"], "ok", "sub {channel}: {answer}");
     answer
