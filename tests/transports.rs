@@ -118,7 +118,7 @@ async fn sse_resumes_from_last_event_id_last_event_id_query_or_since() {
         (format!("/sub/s?lastEventId={id}"), vec![]),
         (format!("/sub/s?since={id}"), vec![]),
         // The header wins over the query, as on an EventSource reconnect.
-        (format!("/sub/s?since=0"), vec![("last-event-id", id)]),
+        ("/sub/s?since=0".to_string(), vec![("last-event-id", id)]),
     ] {
         let mut sse = Sse::open(server.addr, &path, &headers).await;
         let event = sse.messages(1).await.remove(0);

@@ -1,0 +1,100 @@
+//! `--demo` answers like the seed's three examples.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn the_echo_server_replies_like_the_seed() {
+    let server = start(|c| c.demo = true).await;
+    let mut socket = websocket(server.addr, "/demo/ws").await;
+    socket.send(Message::text("你好,服务器!")).await.unwrap();
+    assert_eq!(
+        next_frame(&mut socket).await,
+        Message::text("服务器回应:你好,服务器!")
+    );
+    socket.send(Message::text("again")).await.unwrap();
+    assert_eq!(
+        next_frame(&mut socket).await,
+        Message::text("服务器回应:again")
+    );
+}
+
+fn is_clock_message(text: &str) -> bool {
+    let Some(time) = text.strip_prefix("New message at ") else {
+        return false;
+    };
+    let parts: Vec<&str> = time.split(':').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[tokio::test]
+async fn the_clock_ticks_into_a_channel_that_every_transport_can_read() {
+    let server = start(|c| {
+        c.demo = true;
+        c.demo_tick = Duration::from_millis(100);
+    })
+    .await;
+    let mut sse = Sse::open(server.addr, "/sub/clock", &[]).await;
+    let events = sse.messages(2).await;
+    for event in &events {
+        assert!(is_clock_message(&event.data), "{:?}", event.data);
+    }
+    // Two pollers sharing the channel both see the same messages (the seed's
+    // shared array lost them).
+    let since = events[0].id.clone();
+    let one = poll(server.addr, &format!("/sub/clock?since={since}")).await;
+    let two = poll(server.addr, &format!("/sub/clock?since={since}")).await;
+    assert_eq!(one["messages"][0], two["messages"][0]);
+    assert!(is_clock_message(
+        one["messages"][0]["data"].as_str().unwrap()
+    ));
+}
+
+#[tokio::test]
+async fn the_demo_page_has_the_three_clients_and_no_external_resources() {
+    let server = start(|c| c.demo = true).await;
+    let page = reqwest::get(url(server.addr, "/demo")).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = page.text().await.unwrap();
+    for needle in [
+        "new WebSocket",
+        "/demo/ws",
+        "你好,服务器!",
+        "new EventSource",
+        "/sub/clock",
+        "fetch(",
+    ] {
+        assert!(html.contains(needle), "the demo page lacks {needle}");
+    }
+    for external in [
+        "src=\"http",
+        "src='http",
+        "href=\"http",
+        "@import",
+        "url(http",
+    ] {
+        assert!(
+            !html.contains(external),
+            "the demo page loads something external: {external}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_demo_the_demo_routes_do_not_exist() {
+    let server = server().await;
+    let (status, _) = get_json(server.addr, "/demo").await;
+    assert_eq!(status, 404);
+}
