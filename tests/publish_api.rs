@@ -51,12 +51,22 @@ async fn batch_publish_answers_one_result_per_message_in_order() {
     assert_eq!(results[1]["channel"], "b");
     assert!(results[2]["id"].as_str().unwrap().ends_with("-2"));
     let page = poll(server.addr, "/sub/a?since=0").await;
-    let data: Vec<&str> = page["messages"].as_array().unwrap().iter().map(|m| m["data"].as_str().unwrap()).collect();
+    let data: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["data"].as_str().unwrap())
+        .collect();
     assert_eq!(data, ["one", r#"{"n":3}"#]);
 
     // A bad item refuses the whole batch: nothing is published.
     let bad = json!([{"channel": "a", "data": "x"}, {"channel": "no good", "data": "y"}]);
-    let response = reqwest::Client::new().post(url(server.addr, "/pub")).json(&bad).send().await.unwrap();
+    let response = reqwest::Client::new()
+        .post(url(server.addr, "/pub"))
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
     let (_, info) = get_json(server.addr, "/pub/a").await;
     assert_eq!(info["messages"], 2);
@@ -90,7 +100,11 @@ async fn delete_drops_history_and_tells_subscribers() {
     ws_sub(&mut socket, "doomed", None).await;
     wait_for_subscribers(server.addr, "doomed", 2).await;
 
-    let response = reqwest::Client::new().delete(url(server.addr, "/pub/doomed")).send().await.unwrap();
+    let response = reqwest::Client::new()
+        .delete(url(server.addr, "/pub/doomed"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body, json!({"channel": "doomed", "deleted": true}));
@@ -107,7 +121,11 @@ async fn delete_drops_history_and_tells_subscribers() {
 
     let (status, _) = get_json(server.addr, "/pub/doomed").await;
     assert_eq!(status, 404);
-    let response = reqwest::Client::new().delete(url(server.addr, "/pub/doomed")).send().await.unwrap();
+    let response = reqwest::Client::new()
+        .delete(url(server.addr, "/pub/doomed"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
 }
 
