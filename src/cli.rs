@@ -65,6 +65,9 @@ pub struct ServeArgs {
     /// Address and port to listen on.
     #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Keep history on disk in DIR: every acknowledged publish survives restarts and kill -9.
+    #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
     /// Messages kept per channel for resume.
     #[arg(long, env = "HERALD_HISTORY_SIZE", default_value_t = 1000)]
     pub history_size: usize,
@@ -202,6 +205,7 @@ impl ServeArgs {
             max_connection_age: self.max_connection_age,
             demo: self.demo,
             demo_tick: self.demo_tick,
+            data_dir: self.data_dir,
             max_connections: self.max_connections.max(1),
             connection_rate: self.connection_rate,
             publish_rate: self.publish_rate,

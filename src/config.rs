@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub ws_pong_timeout: Duration,
     /// A `/ws` socket with no subscriptions that sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// Keep history on disk in this directory (the durable engine).
+    pub data_dir: Option<std::path::PathBuf>,
     /// Publish key and JWT verification.
     pub auth: Auth,
     /// Origins accepted on WebSocket upgrades, SSE and CORS; `None` accepts any.
@@ -86,6 +88,7 @@ impl Default for ServerConfig {
             ws_ping_interval: Duration::from_secs(30),
             ws_pong_timeout: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
+            data_dir: None,
             auth: Auth::default(),
             allowed_origins: None,
             demo: false,

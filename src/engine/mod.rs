@@ -5,6 +5,7 @@
 //! durable and Redis engines keep the hub for local fan-out and put a store
 //! behind it.
 
+pub mod durable;
 pub mod memory;
 pub mod subscription;
 
@@ -40,7 +41,21 @@ pub struct EngineTotals {
 
 /// Opens the engine `config` asks for (memory unless a store is configured).
 pub async fn open(config: &ServerConfig) -> Result<Arc<dyn Engine>, EngineError> {
-    Ok(Arc::new(MemoryEngine::new(config.history)))
+    match &config.data_dir {
+        Some(dir) => {
+            let dir = dir.clone();
+            let limits = config.history;
+            // Loading history reads the whole store: keep it off the async workers.
+            let engine =
+                tokio::task::spawn_blocking(move || durable::DurableEngine::open(&dir, limits))
+                    .await
+                    .map_err(|e| {
+                        EngineError::Unavailable(format!("opening the data store: {e}"))
+                    })??;
+            Ok(Arc::new(engine))
+        }
+        None => Ok(Arc::new(MemoryEngine::new(config.history))),
+    }
 }
 
 /// History, sequencing and fan-out behind one interface.
