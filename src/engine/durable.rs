@@ -1,6 +1,8 @@
-//! The durable engine (`--data-dir DIR`): history in an embedded store on
-//! local disk (redb: pure Rust, ACID, copy-on-write B-trees with a checksummed
-//! commit, so a `kill -9` at any moment leaves the last commit intact).
+//! The durable engine (`--data-dir DIR`): history in SQLite on local disk, in
+//! WAL mode with `synchronous=FULL`, so every commit is on disk before it is
+//! acknowledged and a `kill -9` at any moment leaves the last commit intact.
+//! SQLite was chosen over redb by measurement on this write pattern
+//! (docs/BENCHMARKS.md, "Durable store").
 //!
 //! One writer thread owns every change. It takes publishes in batches, gives
 //! each the next id of its channel, writes the whole batch in one transaction
@@ -16,7 +18,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redb::{Database, ReadableTable, TableDefinition};
+use rusqlite::{params, Connection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Engine, EngineError, EngineTotals};
@@ -26,10 +28,13 @@ use crate::hub::{
     SubscriberId,
 };
 
-/// (channel, seq) → published_at (8 bytes LE), event length (1 byte), event, data.
-const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
-/// channel → (epoch, last seq).
-const CHANNELS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("channels");
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS messages (
+        channel TEXT NOT NULL, seq INTEGER NOT NULL, published_at INTEGER NOT NULL,
+        event TEXT, data BLOB NOT NULL, PRIMARY KEY (channel, seq)) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS channels (
+        channel TEXT PRIMARY KEY, epoch INTEGER NOT NULL, last_seq INTEGER NOT NULL) WITHOUT ROWID;
+";
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 1024;
@@ -54,32 +59,36 @@ fn unavailable(error: impl std::fmt::Display) -> EngineError {
     EngineError::Unavailable(format!("data store: {error}"))
 }
 
-fn encode(message: &Message) -> Vec<u8> {
-    let event = message.event.as_ref().map_or("", |e| e.as_str());
-    let mut out = Vec::with_capacity(9 + event.len() + message.data.len());
-    out.extend_from_slice(&message.published_at_ms.to_le_bytes());
-    out.push(event.len() as u8);
-    out.extend_from_slice(event.as_bytes());
-    out.extend_from_slice(&message.data);
-    out
-}
-
-fn decode(channel: &ChannelName, id: MessageId, raw: &[u8]) -> Option<Message> {
-    let published_at = u64::from_le_bytes(raw.get(..8)?.try_into().ok()?);
-    let event_len = usize::from(*raw.get(8)?);
-    let event = std::str::from_utf8(raw.get(9..9 + event_len)?).ok()?;
-    let event = (!event.is_empty())
-        .then(|| EventName::parse(event).ok())
-        .flatten();
-    let data = Bytes::copy_from_slice(raw.get(9 + event_len..)?);
-    Some(Message::new(channel.clone(), id, event, data, published_at))
+/// Rebuilds a stored message.
+fn restore_message(
+    channel: &ChannelName,
+    id: MessageId,
+    published_at: i64,
+    event: Option<String>,
+    data: Vec<u8>,
+) -> Message {
+    let event = event
+        .filter(|e| !e.is_empty())
+        .and_then(|e| EventName::parse(&e).ok());
+    Message::new(
+        channel.clone(),
+        id,
+        event,
+        Bytes::from(data),
+        published_at as u64,
+    )
 }
 
 impl DurableEngine {
     /// Opens (or creates) the store in `dir` and loads every channel's history.
     pub fn open(dir: &Path, limits: HistoryLimits) -> Result<Self, EngineError> {
         std::fs::create_dir_all(dir).map_err(unavailable)?;
-        let db = Database::create(dir.join("herald.redb")).map_err(unavailable)?;
+        let db = Connection::open(dir.join("herald.sqlite3")).map_err(unavailable)?;
+        db.pragma_update(None, "journal_mode", "WAL")
+            .map_err(unavailable)?;
+        db.pragma_update(None, "synchronous", "FULL")
+            .map_err(unavailable)?;
+        db.execute_batch(SCHEMA).map_err(unavailable)?;
         let hub = Arc::new(Hub::new(limits));
         load(&db, &hub)?;
         let (writes, queue) = mpsc::channel(4 * MAX_BATCH);
@@ -112,37 +121,59 @@ impl DurableEngine {
 }
 
 /// Restores every stored channel into the hub.
-fn load(db: &Database, hub: &Hub) -> Result<(), EngineError> {
-    let read = db.begin_read().map_err(unavailable)?;
-    let channels = match read.open_table(CHANNELS) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
-        Err(error) => return Err(unavailable(error)),
-    };
-    let messages = read.open_table(MESSAGES).map_err(unavailable)?;
+fn load(db: &Connection, hub: &Hub) -> Result<(), EngineError> {
     let now = now_ms();
     let mut loaded = 0usize;
-    for entry in channels.iter().map_err(unavailable)? {
-        let (name, meta) = entry.map_err(unavailable)?;
-        let Ok(channel) = ChannelName::parse(name.value()) else {
+    let mut channels = db
+        .prepare("SELECT channel, epoch, last_seq FROM channels")
+        .map_err(unavailable)?;
+    let mut messages = db
+        .prepare(
+            "SELECT seq, published_at, event, data FROM messages WHERE channel = ?1 ORDER BY seq",
+        )
+        .map_err(unavailable)?;
+    let rows = channels
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(unavailable)?;
+    for row in rows {
+        let (name, epoch, last_seq) = row.map_err(unavailable)?;
+        let Ok(channel) = ChannelName::parse(&name) else {
             continue;
         };
-        let (epoch, last_seq) = meta.value();
+        let (epoch, last_seq) = (epoch as u64, last_seq as u64);
         let mut state = ChannelState::resume(channel.clone(), epoch, last_seq);
-        let rows = messages
-            .range((channel.as_str(), 0)..=(channel.as_str(), last_seq))
+        let stored = messages
+            .query_map([&name], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            })
             .map_err(unavailable)?;
-        for row in rows {
-            let (key, value) = row.map_err(unavailable)?;
-            let seq = key.value().1;
-            if let Some(message) = decode(&channel, MessageId::new(epoch, seq), value.value()) {
-                // History keeps contiguous seqs; a hole (never expected) restarts it.
-                if state.history.newest().is_some_and(|m| m.id.seq + 1 != seq) {
-                    state.history = crate::hub::History::new();
-                }
-                state.history.push(Arc::new(message), hub.limits(), now);
-                loaded += 1;
+        for message in stored {
+            let (seq, published_at, event, data) = message.map_err(unavailable)?;
+            let seq = seq as u64;
+            // History keeps contiguous seqs; a hole (never expected) restarts it.
+            if state.history.newest().is_some_and(|m| m.id.seq + 1 != seq) {
+                state.history = crate::hub::History::new();
             }
+            let message = restore_message(
+                &channel,
+                MessageId::new(epoch, seq),
+                published_at,
+                event,
+                data,
+            );
+            state.history.push(Arc::new(message), hub.limits(), now);
+            loaded += 1;
         }
         hub.restore(state);
     }
@@ -156,7 +187,7 @@ fn load(db: &Database, hub: &Hub) -> Result<(), EngineError> {
 
 /// The one thread that changes the store.
 struct Writer {
-    db: Database,
+    db: Connection,
     hub: Arc<Hub>,
 }
 
@@ -168,7 +199,7 @@ struct Pending {
 }
 
 impl Writer {
-    fn run(self, mut queue: mpsc::Receiver<Write>) {
+    fn run(mut self, mut queue: mpsc::Receiver<Write>) {
         while let Some(first) = queue.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -181,7 +212,7 @@ impl Writer {
         }
     }
 
-    fn apply(&self, batch: Vec<Write>) {
+    fn apply(&mut self, batch: Vec<Write>) {
         let now = now_ms();
         let limits = *self.hub.limits();
         let mut publishes: Vec<Pending> = Vec::new();
@@ -273,92 +304,101 @@ impl Writer {
     }
 
     fn commit_publishes(
-        &self,
+        &mut self,
         publishes: &[Pending],
         last: &HashMap<ChannelName, MessageId>,
         limits: &HistoryLimits,
     ) -> Result<(), EngineError> {
-        let write = self.db.begin_write().map_err(unavailable)?;
+        let tx = self.db.transaction().map_err(unavailable)?;
         {
-            let mut messages = write.open_table(MESSAGES).map_err(unavailable)?;
+            let mut insert = tx
+                .prepare_cached("INSERT INTO messages (channel, seq, published_at, event, data) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .map_err(unavailable)?;
             for pending in publishes {
                 let m = &pending.message;
-                messages
-                    .insert((m.channel.as_str(), m.id.seq), encode(m).as_slice())
+                insert
+                    .execute(params![
+                        m.channel.as_str(),
+                        m.id.seq as i64,
+                        m.published_at_ms as i64,
+                        m.event.as_ref().map(|e| e.as_str()),
+                        &m.data[..]
+                    ])
                     .map_err(unavailable)?;
             }
-            let mut channels = write.open_table(CHANNELS).map_err(unavailable)?;
+            let mut meta = tx
+                .prepare_cached("INSERT OR REPLACE INTO channels (channel, epoch, last_seq) VALUES (?1, ?2, ?3)")
+                .map_err(unavailable)?;
+            let mut trim = tx
+                .prepare_cached("DELETE FROM messages WHERE channel = ?1 AND seq <= ?2")
+                .map_err(unavailable)?;
             for (channel, id) in last {
-                channels
-                    .insert(channel.as_str(), (id.epoch, id.seq))
+                meta.execute(params![channel.as_str(), id.epoch as i64, id.seq as i64])
                     .map_err(unavailable)?;
                 // Keep disk use bounded by the count limit at once; age and
                 // byte limits follow at the next trim.
                 let keep = limits.max_messages as u64;
                 if id.seq > keep {
-                    let cutoff = id.seq - keep;
-                    messages
-                        .retain_in(
-                            (channel.as_str(), 0)..=(channel.as_str(), cutoff),
-                            |_, _| false,
-                        )
+                    trim.execute(params![channel.as_str(), (id.seq - keep) as i64])
                         .map_err(unavailable)?;
                 }
             }
         }
-        write.commit().map_err(unavailable)
+        tx.commit().map_err(unavailable)
     }
 
-    fn delete(&self, channel: &ChannelName) -> Result<(), EngineError> {
-        let write = self.db.begin_write().map_err(unavailable)?;
-        {
-            let mut messages = write.open_table(MESSAGES).map_err(unavailable)?;
-            messages
-                .retain_in(
-                    (channel.as_str(), 0)..=(channel.as_str(), u64::MAX),
-                    |_, _| false,
-                )
-                .map_err(unavailable)?;
-            let mut channels = write.open_table(CHANNELS).map_err(unavailable)?;
-            channels.remove(channel.as_str()).map_err(unavailable)?;
-        }
-        write.commit().map_err(unavailable)
+    fn delete(&mut self, channel: &ChannelName) -> Result<(), EngineError> {
+        let tx = self.db.transaction().map_err(unavailable)?;
+        tx.execute(
+            "DELETE FROM messages WHERE channel = ?1",
+            [channel.as_str()],
+        )
+        .map_err(unavailable)?;
+        tx.execute(
+            "DELETE FROM channels WHERE channel = ?1",
+            [channel.as_str()],
+        )
+        .map_err(unavailable)?;
+        tx.commit().map_err(unavailable)
     }
 
     /// Removes from disk every message the hub no longer keeps, and every
     /// channel the hub has forgotten.
-    fn trim(&self) -> Result<(), EngineError> {
-        let write = self.db.begin_write().map_err(unavailable)?;
+    fn trim(&mut self) -> Result<(), EngineError> {
+        let now = now_ms();
+        let tx = self.db.transaction().map_err(unavailable)?;
         {
-            let mut channels = write.open_table(CHANNELS).map_err(unavailable)?;
-            let mut messages = write.open_table(MESSAGES).map_err(unavailable)?;
-            let stored: Vec<(String, u64)> = channels
-                .iter()
-                .map_err(unavailable)?
-                .filter_map(|e| e.ok())
-                .map(|(k, v)| (k.value().to_owned(), v.value().1))
-                .collect();
-            let now = now_ms();
+            let stored: Vec<(String, i64)> = {
+                let mut query = tx
+                    .prepare_cached("SELECT channel, last_seq FROM channels")
+                    .map_err(unavailable)?;
+                let rows = query
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .map_err(unavailable)?;
+                rows.collect::<Result<_, _>>().map_err(unavailable)?
+            };
+            let mut trim = tx
+                .prepare_cached("DELETE FROM messages WHERE channel = ?1 AND seq < ?2")
+                .map_err(unavailable)?;
+            let mut forget = tx
+                .prepare_cached("DELETE FROM channels WHERE channel = ?1")
+                .map_err(unavailable)?;
             for (name, last_seq) in stored {
                 let Ok(channel) = ChannelName::parse(&name) else {
                     continue;
                 };
                 let kept_from = match self.hub.info(&channel, now) {
-                    Some(info) => info.first_id.map_or(last_seq + 1, |id| id.seq),
+                    Some(info) => info.first_id.map_or(last_seq + 1, |id| id.seq as i64),
                     None => {
-                        channels.remove(name.as_str()).map_err(unavailable)?;
-                        u64::MAX
+                        forget.execute([&name]).map_err(unavailable)?;
+                        i64::MAX
                     }
                 };
-                if kept_from > 0 {
-                    let end = kept_from.saturating_sub(1);
-                    messages
-                        .retain_in((name.as_str(), 0)..=(name.as_str(), end), |_, _| false)
-                        .map_err(unavailable)?;
-                }
+                trim.execute(params![name, kept_from])
+                    .map_err(unavailable)?;
             }
         }
-        write.commit().map_err(unavailable)
+        tx.commit().map_err(unavailable)
     }
 }
 
