@@ -39,6 +39,7 @@ pub fn router(ctx: Context) -> Router {
         .route("/", get(assets::console))
         .route("/herald.js", get(assets::client_script))
         .route("/healthz", get(healthz))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status::page))
