@@ -56,6 +56,10 @@ async fn echo(ctx: Context, mut socket: WebSocket) {
                 format!("{ECHO_PREFIX}{}", String::from_utf8_lossy(&data))
             }
             Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => continue,
+            Some(Ok(Frame::Close(_))) => {
+                let _ = futures_util::SinkExt::flush(&mut socket).await;
+                break;
+            }
             Some(Err(error)) => {
                 connection.set_reason("protocol_error");
                 let _ = socket.send(close_for_error(&error)).await;

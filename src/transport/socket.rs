@@ -129,7 +129,12 @@ async fn serve(ctx: Context, mut socket: WebSocket, who: Credential, peer: IpAdd
                         send_text(&mut socket, protocol::error(&Value::Null, body)).await
                     }
                     Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => true,
-                    Some(Ok(Frame::Close(_))) | None => false,
+                    Some(Ok(Frame::Close(_))) => {
+                        // RFC 6455 §5.5.1: answer a close; the library queued the reply.
+                        let _ = socket.flush().await;
+                        false
+                    }
+                    None => false,
                     Some(Err(error)) => {
                         connection.set_reason("protocol_error");
                         let _ = socket.send(close_for_error(&error)).await;

@@ -199,7 +199,12 @@ async fn serve(
                     }
                     Some(Ok(Frame::Binary(data))) => publish(&ctx, &who, peer, &channels, data).await,
                     Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => Step::Continue,
-                    Some(Ok(Frame::Close(_))) | None => Step::Gone,
+                    Some(Ok(Frame::Close(_))) => {
+                        // RFC 6455 §5.5.1: answer a close; the library queued the reply.
+                        let _ = socket.flush().await;
+                        Step::Gone
+                    }
+                    None => Step::Gone,
                     Some(Err(error)) => {
                         connection.set_reason("protocol_error");
                         let _ = socket.send(close_for_error(&error)).await;
