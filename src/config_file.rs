@@ -88,6 +88,11 @@ fn read(path: &Path) -> Result<Vec<(String, Entry)>, ConfigFileError> {
         path: path.to_owned(),
         source,
     })?;
+    entries(&text, path)
+}
+
+/// Checks the text of a file (`path` names it in errors): syntax, keys, types.
+fn entries(text: &str, path: &Path) -> Result<Vec<(String, Entry)>, ConfigFileError> {
     let table: toml::Table =
         text.parse()
             .map_err(|e: toml::de::Error| ConfigFileError::Syntax {
@@ -190,7 +195,16 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
 
 /// `herald config check FILE`: every problem found, or `Ok` with the number of keys.
 pub fn check(path: &Path) -> Result<usize, ConfigFileError> {
-    let entries = read(path)?;
+    check_entries(read(path)?, path)
+}
+
+/// Like [`check`], on a file's text (for tools and fuzzing).
+pub fn check_text(text: &str) -> Result<usize, ConfigFileError> {
+    let path = Path::new("<text>");
+    check_entries(entries(text, path)?, path)
+}
+
+fn check_entries(entries: Vec<(String, Entry)>, path: &Path) -> Result<usize, ConfigFileError> {
     let mut args: Vec<OsString> = vec!["herald".into(), "serve".into()];
     args.extend(entries.iter().filter_map(|(key, entry)| flag(key, entry)));
     // Values are checked by the real parser, environment ignored.
