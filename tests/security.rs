@@ -402,6 +402,11 @@ async fn oversized_and_malformed_requests_fail_alone() {
         .await,
         431
     );
+    let mut many_headers = fresh.get(url(server.addr, "/healthz"));
+    for i in 0..150 {
+        many_headers = many_headers.header(format!("x-h{i}"), "v");
+    }
+    assert_eq!(status(many_headers).await, 431);
     let many: Vec<String> = (0..65).map(|i| format!("c{i}")).collect();
     assert_eq!(
         status(http.get(url(
@@ -532,6 +537,35 @@ async fn hostile_websocket_frames_fail_their_own_connection_only() {
     let mut reserved = raw_socket(server.addr, "/sub/hostile").await;
     reserved.write_all(&frame(0x3, b"x", true)).await.unwrap();
     assert_eq!(read_close(&mut reserved).await, 1002);
+
+    // A flood of small fragments that never ends a message: failed at the size limit.
+    let mut flood = raw_socket(server.addr, "/sub/hostile").await;
+    let mut first = frame(0x2, &[1u8; 512], true);
+    first[0] &= 0x7f; // not final
+    flood.write_all(&first).await.unwrap();
+    let outcome = within("the flood to be cut off", async {
+        for _ in 0..10_000 {
+            let mut fragment = frame(0x0, &[1u8; 512], true);
+            fragment[0] &= 0x7f;
+            if flood.write_all(&fragment).await.is_err() {
+                return None;
+            }
+            let mut peek = [0u8; 1];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(std::time::Duration::from_millis(0), flood.peek(&mut peek))
+                    .await
+            {
+                if n > 0 {
+                    return Some(read_close(&mut flood).await);
+                }
+            }
+        }
+        panic!("10,000 fragments (5 MB) were accepted");
+    })
+    .await;
+    if let Some(code) = outcome {
+        assert_eq!(code, 1009);
+    }
 
     // The bystander still publishes and hears itself.
     bystander.send(Message::text("still here")).await.unwrap();
