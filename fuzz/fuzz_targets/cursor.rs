@@ -8,7 +8,10 @@ fuzz_target!(|text: &str| {
     if let Ok(id) = text.parse::<MessageId>() {
         assert_eq!(id.to_string().parse::<MessageId>().ok(), Some(id));
     }
-    let channels: Vec<ChannelName> = ["a", "news", "chat.room-1"].iter().map(|c| ChannelName::parse(c).unwrap()).collect();
+    let channels: Vec<ChannelName> = ["a", "news", "chat.room-1"]
+        .iter()
+        .map(|c| ChannelName::parse(c).unwrap())
+        .collect();
     for n in 1..=channels.len() {
         if let Ok(starts) = Cursor::parse_since(text, &channels[..n]) {
             assert_eq!(starts.len(), n);

@@ -8,7 +8,10 @@ fn parse(frame: &str) -> (Option<String>, Option<String>, String) {
     let (mut id, mut event, mut data) = (None, None, String::new());
     let mut blank_seen = false;
     for line in frame.split('\n') {
-        assert!(!blank_seen || line.is_empty(), "content after the blank line: {frame:?}");
+        assert!(
+            !blank_seen || line.is_empty(),
+            "content after the blank line: {frame:?}"
+        );
         if line.is_empty() {
             blank_seen = true;
             continue;

@@ -9,7 +9,10 @@ fuzz_target!(|text: &str| {
             assert!(serde_json::from_str::<serde_json::Value>(&answer).is_ok());
         }
         Err(error) => {
-            let answer = herald::transport::protocol::error(&error.reference, serde_json::json!({"code": error.code}));
+            let answer = herald::transport::protocol::error(
+                &error.reference,
+                serde_json::json!({"code": error.code}),
+            );
             assert!(serde_json::from_str::<serde_json::Value>(&answer).is_ok());
         }
     }
