@@ -680,3 +680,98 @@ fn scopeguard(child: std::process::Child) -> impl Drop {
     }
     Kill(child)
 }
+
+/// Runs openssl (Debian's, on every machine of this kind) to make a key.
+fn openssl(args: &[&str]) {
+    let status = std::process::Command::new("openssl")
+        .args(args)
+        .status()
+        .expect("openssl runs");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+#[tokio::test]
+async fn public_key_tokens_rs256_and_es256_and_no_algorithm_confusion() {
+    let dir = std::env::temp_dir().join(format!("herald-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        &path("ec.pem"),
+    ]);
+    openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-nocrypt",
+        "-in",
+        &path("ec.pem"),
+        "-out",
+        &path("ec-private.pem"),
+    ]);
+    openssl(&[
+        "ec",
+        "-in",
+        &path("ec.pem"),
+        "-pubout",
+        "-out",
+        &path("ec-public.pem"),
+    ]);
+    openssl(&["genrsa", "-out", &path("rsa.pem"), "2048"]);
+    openssl(&[
+        "rsa",
+        "-in",
+        &path("rsa.pem"),
+        "-pubout",
+        "-out",
+        &path("rsa-public.pem"),
+    ]);
+
+    let claims = json!({"exp": now() + 600, "herald": {"subscribe": ["*"]}});
+    let cases = [
+        (
+            "ec-public.pem",
+            jsonwebtoken::Algorithm::ES256,
+            EncodingKey::from_ec_pem(&std::fs::read(path("ec-private.pem")).unwrap()).unwrap(),
+        ),
+        (
+            "rsa-public.pem",
+            jsonwebtoken::Algorithm::RS256,
+            EncodingKey::from_rsa_pem(&std::fs::read(path("rsa.pem")).unwrap()).unwrap(),
+        ),
+    ];
+    for (public, algorithm, signing) in cases {
+        let key = JwtKey::public_key_file(std::path::Path::new(&path(public))).unwrap();
+        assert_eq!(key.algorithm(), algorithm);
+        let server = start(|c| {
+            c.auth = Auth {
+                publish_key: None,
+                jwt: Some(key),
+                leeway: 0,
+            }
+        })
+        .await;
+        let good = encode(&Header::new(algorithm), &claims, &signing).unwrap();
+        // The classic confusion: an HS256 token "signed" with the public key as secret.
+        let confused = encode(
+            &Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(&std::fs::read(path(public)).unwrap()),
+        )
+        .unwrap();
+        let http = reqwest::Client::new();
+        let poll =
+            |token: &str| http.get(url(server.addr, &format!("/sub/k?timeout=0&token={token}")));
+        assert_eq!(status(poll(&good)).await, 200, "{algorithm:?}");
+        assert_eq!(
+            status(poll(&confused)).await,
+            401,
+            "{algorithm:?} accepted an HS256 token"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
