@@ -326,6 +326,26 @@ for (const transport of TRANSPORTS) {
   });
 }
 
+for (const transport of TRANSPORTS) {
+  test(`a deleted channel is reported over ${transport}, and followed when it is used again`, async () => {
+    const base = await herald();
+    const { page } = await clientPage(base, { channels: ["doomed"], options: { transports: [transport] } });
+    await waitForSubscribers(base, "doomed");
+    await publish(base, "doomed", "before");
+    await received(page, 1);
+    const response = await fetch(`${base}/pub/doomed`, { method: "DELETE" });
+    assert.equal(response.status, 200);
+    await page.waitForFunction(() => window.errors.some((e) => e.code === "channel_deleted"), null, { timeout: WAIT_MS });
+    assert.equal(await page.evaluate(() => window.errors.find((e) => e.code === "channel_deleted").channel), "doomed");
+    await publish(base, "doomed", "after");
+    const all = await receivedUntil(page, "after");
+    assert.deepEqual(all, ["before", "after"]);
+    // The channel's new life is a new history: said once, as an epoch gap.
+    assert.deepEqual(await page.evaluate(() => window.gaps.map((g) => `${g.channel}:${g.reason}`)), ["doomed:epoch"]);
+    await page.close();
+  });
+}
+
 test("closing one subscription keeps the others; close() ends everything", async () => {
   const base = await herald();
   const { page } = await clientPage(base, { channels: ["keep", "drop"] });
