@@ -230,6 +230,43 @@ test("resumes without loss or repeat across transport switches (WebSocket -> SSE
   await page.close();
 });
 
+for (const [first, block] of [["websocket", blockWebSockets], ["sse", blockEventStreams]]) {
+  test(`a ${first} connection that drops before its first message still resumes from when it subscribed`, async () => {
+    const base = await herald(["--max-connection-age", "400ms"]);
+    const { page } = await clientPage(base, { channels: ["early"], options: { transports: [first, "poll"] } });
+    await page.waitForFunction((t) => window.h.transport === t && window.h.state === "open", first, { timeout: WAIT_MS });
+    await block(page); // the next connection has to go elsewhere
+    await page.waitForFunction(() => window.h.state === "reconnecting", null, { timeout: WAIT_MS });
+    for (const data of ["away 0", "away 1", "away 2"]) await publish(base, "early", data);
+    const all = await receivedUntil(page, "away 2");
+    assert.deepEqual(all, ["away 0", "away 1", "away 2"]);
+    assert.equal(await page.evaluate(() => window.h.transport), "poll");
+    assert.deepEqual(await page.evaluate(() => window.gaps), []);
+    await page.close();
+  });
+}
+
+test("climbs back to WebSocket once it works again after a fallback", async () => {
+  const base = await herald(["--max-connection-age", "300ms", "--history-size", "100000"]);
+  let blocked = true;
+  const { page } = await clientPage(base, {
+    channels: ["climb"],
+    options: { retryPreferredAfter: 200 },
+    // A proxy that refuses WebSockets until it is fixed, then passes them through.
+    setup: (p) => p.routeWebSocket(/.*/, (ws) => (blocked ? ws.close() : ws.connectToServer())),
+  });
+  await page.waitForFunction(() => window.h.transport === "sse" && window.h.state === "open", null, { timeout: WAIT_MS });
+  await waitForSubscribers(base, "climb");
+  const count = await publishUntil(base, "climb", async () => {
+    blocked = false;
+    return page.evaluate(() => window.h.transport === "websocket" && window.h.state === "open");
+  });
+  await publish(base, "climb", "end");
+  const all = await receivedUntil(page, "end");
+  assert.deepEqual(all, [...Array.from({ length: count }, (_, i) => String(i)), "end"], "nothing lost, repeated or reordered");
+  await page.close();
+});
+
 test("publishes from the page", async () => {
   const base = await herald();
   const { page } = await clientPage(base, { channels: ["from-page"] });
