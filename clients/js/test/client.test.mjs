@@ -1,7 +1,7 @@
 // herald.js in a real headless Chromium against a real herald: every
 // transport alone, fallback, reconnect and resume, gaps, publish, tokens.
 //
-// Each test starts its own `herald serve` (HERALD_BIN) on a free loopback
+// Each test starts its own `herald serve --demo` (HERALD_BIN) on a free loopback
 // port with the flags it needs; all of them are killed at the end.
 
 import { test, before, after } from "node:test";
@@ -19,8 +19,9 @@ after(async () => {
   for (const server of servers) server.child.kill();
 });
 
+/** A fresh `herald serve --demo` with `args`, killed when the file ends. */
 async function herald(args = []) {
-  const server = await startHerald(args);
+  const server = await startHerald(["--demo", ...args]);
   servers.push(server);
   return server.url;
 }
