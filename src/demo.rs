@@ -7,6 +7,7 @@
 //! per connection), and the clock messages go through a channel's history, so
 //! two pollers sharing it both see every message.
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message as Frame, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::{Html, Response};
@@ -14,6 +15,7 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 
+use crate::http::ApiError;
 use crate::hub::{ChannelName, Draft};
 use crate::transport::ws::{close_code, close_for_error, close_frame, configure};
 use crate::transport::Context;
@@ -34,8 +36,11 @@ async fn page() -> Html<&'static str> {
     Html(include_str!("../assets/demo.html"))
 }
 
-async fn echo_upgrade(State(ctx): State<Context>, upgrade: WebSocketUpgrade) -> Response {
-    configure(upgrade, &ctx).on_upgrade(move |socket| echo(ctx, socket))
+async fn echo_upgrade(
+    State(ctx): State<Context>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    Ok(configure(upgrade?, &ctx).on_upgrade(move |socket| echo(ctx, socket)))
 }
 
 /// The seed's echo server: every text frame comes back prefixed.

@@ -93,6 +93,14 @@ async fn the_demo_page_has_the_three_clients_and_no_external_resources() {
 }
 
 #[tokio::test]
+async fn a_plain_get_on_the_echo_endpoint_is_a_json_error() {
+    let server = start(|c| c.demo = true).await;
+    let (status, body) = get_json(server.addr, "/demo/ws").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "bad_websocket_upgrade");
+}
+
+#[tokio::test]
 async fn without_demo_the_demo_routes_do_not_exist() {
     let server = server().await;
     let (status, _) = get_json(server.addr, "/demo").await;

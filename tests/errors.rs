@@ -95,3 +95,176 @@ async fn bad_input_is_a_json_error_with_the_right_status() {
         longest.as_str()
     );
 }
+
+/// Sends `request` and checks the answer is a client error with a JSON body.
+async fn client_error(what: &str, request: reqwest::RequestBuilder) -> u16 {
+    let response = within(what, request.send()).await.unwrap();
+    let status = response.status().as_u16();
+    assert!(
+        (400..500).contains(&status),
+        "{what}: expected a 4xx, got {status}"
+    );
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let text = response.text().await.unwrap();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{what}: {status} with content-type {content_type:?}: {text}"
+    );
+    let body: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{what}: {status} body is not JSON ({e}): {text}"));
+    assert!(
+        body["error"]["code"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty())
+            && body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+        "{what}: {body}"
+    );
+    status
+}
+
+#[tokio::test]
+async fn hostile_requests_get_json_client_errors_never_a_500() {
+    let server = start(|c| {
+        c.max_message_size = 100;
+        c.max_channels_per_subscription = 4;
+    })
+    .await;
+    let addr = server.addr;
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(url(addr, path));
+    let post = |path: &str| http.post(url(addr, path));
+    let requests: Vec<(&str, reqwest::RequestBuilder)> = vec![
+        ("invalid UTF-8 in a channel", post("/pub/%FF%FE").body("x")),
+        ("a reserved character", post("/pub/a%2Fb").body("x")),
+        ("an empty channel list", get("/sub/,")),
+        ("too many channels", get("/sub/a,b,c,d,e")),
+        (
+            "a huge seq",
+            get("/sub/a?since=abc-999999999999999999999999"),
+        ),
+        ("a huge epoch", get("/sub/a?since=zzzzzzzzzzzzzzzzzzzz-1")),
+        ("a negative seq", get("/sub/a?since=abc--1")),
+        (
+            "a cursor naming a bad channel",
+            get("/sub/a,b?since=a%20b%3Dabc-1"),
+        ),
+        ("a cursor with an empty id", get("/sub/a,b?since=a%3D")),
+        (
+            "a long cursor",
+            get(&format!("/sub/a?since={}", "9".repeat(10_000))),
+        ),
+        (
+            "a bad Last-Event-ID",
+            get("/sub/a")
+                .header("accept", "text/event-stream")
+                .header("last-event-id", "nope"),
+        ),
+        ("a negative timeout", get("/sub/a?timeout=-1")),
+        (
+            "an absurd timeout",
+            get("/sub/a?timeout=99999999999999999999999"),
+        ),
+        ("a zero limit", get("/sub/a?limit=0")),
+        ("a word limit", get("/sub/a?limit=many")),
+        (
+            "an unknown transport",
+            get("/sub/a?transport=carrier-pigeon"),
+        ),
+        (
+            "a bad event name",
+            post("/pub/a?event=has%20space").body("x"),
+        ),
+        (
+            "a long idempotency key",
+            post("/pub/a")
+                .header("idempotency-key", "k".repeat(300))
+                .body("x"),
+        ),
+        (
+            "a declared oversized body",
+            post("/pub/a")
+                .header("content-length", "1000000")
+                .body("x".repeat(1_000_000)),
+        ),
+        (
+            "a batch that is an object",
+            post("/pub").body(r#"{"channel":"a","data":"x"}"#),
+        ),
+        (
+            "a batch item without data",
+            post("/pub").body(r#"[{"channel":"a"}]"#),
+        ),
+        (
+            "a batch item with a bad channel",
+            post("/pub").body(r#"[{"channel":"","data":"x"}]"#),
+        ),
+        (
+            "a batch item with bad base64",
+            post("/pub").body(r#"[{"channel":"a","data":"!!","encoding":"base64"}]"#),
+        ),
+        (
+            "a batch item with an unknown encoding",
+            post("/pub").body(r#"[{"channel":"a","data":"x","encoding":"rot13"}]"#),
+        ),
+        (
+            "a batch item too large",
+            post("/pub").body(format!(
+                r#"[{{"channel":"a","data":"{}"}}]"#,
+                "x".repeat(101)
+            )),
+        ),
+        (
+            "a batch of 1001",
+            post("/pub").body(format!(
+                "[{}]",
+                vec![r#"{"channel":"a","data":"x"}"#; 1001].join(",")
+            )),
+        ),
+        ("a plain GET on /ws", get("/ws")),
+        (
+            "a websocket upgrade without a key",
+            get("/sub/a")
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket"),
+        ),
+        (
+            "DELETE of an unknown channel",
+            http.delete(url(addr, "/pub/never-was")),
+        ),
+        ("PATCH on /pub", http.patch(url(addr, "/pub/a"))),
+        ("POST on /sub", post("/sub/a").body("x")),
+        ("an unknown route", get("/pub/a/b/c")),
+    ];
+    for (what, request) in requests {
+        client_error(what, request).await;
+    }
+    // Nothing above was published, and the server still works.
+    let (status, _) = get_json(addr, "/pub/a").await;
+    assert_eq!(status, 404, "a refused request must not create the channel");
+    assert_eq!(publish(addr, "a", "fine").await["channel"], "a");
+}
+
+#[tokio::test]
+async fn a_bad_cursor_is_refused_before_a_websocket_opens() {
+    let server = server().await;
+    let error =
+        tokio_tungstenite::connect_async(format!("ws://{}/sub/a?since=garbage", server.addr))
+            .await
+            .expect_err("the upgrade is refused");
+    match error {
+        tokio_tungstenite::tungstenite::Error::Http(response) => {
+            assert_eq!(response.status(), 400);
+            let body: serde_json::Value =
+                serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
+            assert_eq!(body["error"]["code"], "bad_cursor");
+        }
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
+}

@@ -282,3 +282,133 @@ async fn transport_query_overrides_and_a_plain_get_is_a_long_poll() {
     let page = poll(server.addr, "/sub/q?timeout=0").await;
     assert!(page["messages"].is_array());
 }
+
+#[tokio::test]
+async fn sse_data_keeps_blank_and_trailing_lines() {
+    let server = server().await;
+    let mut sse = Sse::open(server.addr, "/sub/text", &[]).await;
+    wait_for_subscribers(server.addr, "text", 1).await;
+    let cases = ["one\n\nthree", "trailing\n", "\n", "", "  spaced  "];
+    for data in cases {
+        publish(server.addr, "text", data).await;
+    }
+    let got: Vec<String> = sse
+        .messages(cases.len())
+        .await
+        .into_iter()
+        .map(|e| e.data)
+        .collect();
+    assert_eq!(got, cases);
+}
+
+#[tokio::test]
+async fn sse_sends_binary_data_base64() {
+    let server = server().await;
+    publish(server.addr, "bin", vec![0xffu8, 0x00]).await;
+    let mut sse = Sse::open(server.addr, "/sub/bin?since=0", &[]).await;
+    assert_eq!(sse.next().await.unwrap().data, "/wA=");
+}
+
+#[tokio::test]
+async fn an_sse_stream_that_drops_before_any_message_resumes_from_where_it_began() {
+    let server = server().await;
+    let mut response = reqwest::Client::new()
+        .get(url(server.addr, "/sub/early"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    // The opening chunk carries an id, as an EventSource would remember it.
+    let raw = read_until(&mut response, "\n\n").await;
+    let id = raw
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap_or_else(|| panic!("no id in the opening chunk {raw:?}"))
+        .to_owned();
+    drop(response);
+    wait_for_exact_subscribers(server.addr, "early", 0).await;
+    publish(server.addr, "early", "while away").await;
+    let mut sse = Sse::open(server.addr, "/sub/early", &[("last-event-id", &id)]).await;
+    let event = sse.next().await.unwrap();
+    assert_eq!(
+        (event.event.as_str(), event.data.as_str()),
+        ("message", "while away")
+    );
+}
+
+#[tokio::test]
+async fn a_raw_websocket_on_several_channels_publishes_its_frames_to_each() {
+    let server = server().await;
+    let mut sender = websocket(server.addr, "/sub/left,right").await;
+    let mut left = Sse::open(server.addr, "/sub/left", &[]).await;
+    let mut right = Sse::open(server.addr, "/sub/right", &[]).await;
+    wait_for_subscribers(server.addr, "left", 2).await;
+    wait_for_subscribers(server.addr, "right", 2).await;
+    sender
+        .send(Message::binary(vec![1u8, 2, 255]))
+        .await
+        .unwrap();
+    assert_eq!(left.messages(1).await[0].data, "AQL/");
+    assert_eq!(right.messages(1).await[0].data, "AQL/");
+    // The sender hears it once per channel it is subscribed to.
+    for _ in 0..2 {
+        assert_eq!(
+            next_frame(&mut sender).await,
+            Message::binary(vec![1u8, 2, 255])
+        );
+    }
+    let page = poll(server.addr, "/sub/left?since=0").await;
+    assert_eq!(page["messages"][0]["encoding"], "base64");
+}
+
+#[tokio::test]
+async fn raw_websocket_since_zero_replays_history_then_goes_live() {
+    let server = server().await;
+    publish(server.addr, "replay", "old").await;
+    let mut socket = websocket(server.addr, "/sub/replay?since=0").await;
+    assert_eq!(next_frame(&mut socket).await, Message::text("old"));
+    publish(server.addr, "replay", "new").await;
+    assert_eq!(next_frame(&mut socket).await, Message::text("new"));
+}
+
+#[tokio::test]
+async fn a_held_poll_on_several_channels_answers_for_either_and_its_cursor_continues() {
+    let server = server().await;
+    let addr = server.addr;
+    let start = poll(addr, "/sub/m1,m2?timeout=0").await["next"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let since = urlencode(&start);
+    let held =
+        tokio::spawn(
+            async move { poll(addr, &format!("/sub/m1,m2?since={since}&timeout=20")).await },
+        );
+    wait_for_subscribers(addr, "m2", 1).await;
+    let published = publish(addr, "m2", "on two").await;
+    let page = within("the held poll", held).await.unwrap();
+    assert_eq!(page["messages"][0]["channel"], "m2");
+    assert_eq!(page["messages"][0]["id"], published["id"]);
+    publish(addr, "m1", "on one").await;
+    publish(addr, "m2", "two again").await;
+    let next = urlencode(page["next"].as_str().unwrap());
+    let page = poll(addr, &format!("/sub/m1,m2?since={next}")).await;
+    assert_eq!(page_data(&page), ["on one", "two again"]);
+}
+
+#[tokio::test]
+async fn the_transport_query_wins_over_the_accept_header() {
+    let server = server().await;
+    let response = reqwest::Client::new()
+        .get(url(server.addr, "/sub/pick?transport=poll&timeout=0"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let body: Value = response.json().await.unwrap();
+    assert!(body["next"].is_string(), "{body}");
+}

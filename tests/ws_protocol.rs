@@ -145,3 +145,169 @@ async fn binary_data_travels_base64_on_the_protocol() {
     assert_eq!(next_json(&mut socket).await["op"], "ok");
     assert_eq!(next_json(&mut socket).await["data"], "AP8=");
 }
+
+#[tokio::test]
+async fn one_socket_carries_several_channels_each_message_tagged_with_its_channel() {
+    let server = server().await;
+    let mut socket = websocket(server.addr, "/ws").await;
+    ws_sub(&mut socket, "north", None).await;
+    ws_sub(&mut socket, "south", None).await;
+    let mut expected = Vec::new();
+    for (channel, data) in [("north", "n1"), ("south", "s1"), ("north", "n2")] {
+        let id = publish(server.addr, channel, data).await["id"].clone();
+        expected.push(json!({"op": "msg", "id": id, "channel": channel, "data": data}));
+    }
+    for want in expected {
+        assert_eq!(next_json(&mut socket).await, want);
+    }
+}
+
+#[tokio::test]
+async fn the_last_id_in_a_sub_answer_resumes_without_loss() {
+    let server = server().await;
+    let mut socket = websocket(server.addr, "/ws").await;
+    let ok = ws_sub(&mut socket, "fresh", None).await;
+    assert_eq!(ok["channel"], "fresh");
+    let last_id = ok["last_id"].as_str().expect("a last_id").to_owned();
+    drop(socket);
+    wait_for_exact_subscribers(server.addr, "fresh", 0).await;
+    let missed = publish(server.addr, "fresh", "while away").await;
+    let mut socket = websocket(server.addr, "/ws").await;
+    let ok = ws_sub(&mut socket, "fresh", Some(&last_id)).await;
+    assert_eq!(ok["last_id"], missed["id"]);
+    let msg = next_json(&mut socket).await;
+    assert_eq!(
+        (msg["op"].as_str(), msg["data"].as_str()),
+        (Some("msg"), Some("while away"))
+    );
+}
+
+#[tokio::test]
+async fn subscribing_again_with_since_replays_without_duplicates() {
+    let server = server().await;
+    let mut socket = websocket(server.addr, "/ws").await;
+    ws_sub(&mut socket, "again", None).await;
+    let first = publish(server.addr, "again", "1").await;
+    publish(server.addr, "again", "2").await;
+    assert_eq!(next_json(&mut socket).await["data"], "1");
+    assert_eq!(next_json(&mut socket).await["data"], "2");
+    ws_sub(&mut socket, "again", first["id"].as_str()).await;
+    assert_eq!(next_json(&mut socket).await["data"], "2");
+    publish(server.addr, "again", "3").await;
+    assert_eq!(next_json(&mut socket).await["data"], "3");
+    // Nothing else is pending: the next frame is the answer to a ping.
+    send_json(&mut socket, json!({"op": "ping", "ref": "end"})).await;
+    assert_eq!(
+        next_json(&mut socket).await,
+        json!({"op": "pong", "ref": "end"})
+    );
+}
+
+#[tokio::test]
+async fn publishing_to_a_channel_the_socket_does_not_follow_delivers_nothing_back() {
+    let server = server().await;
+    let mut socket = websocket(server.addr, "/ws").await;
+    send_json(
+        &mut socket,
+        json!({"op": "pub", "channel": "elsewhere", "data": "x", "ref": 1}),
+    )
+    .await;
+    let ok = next_json(&mut socket).await;
+    assert_eq!(
+        (
+            ok["op"].as_str(),
+            ok["channel"].as_str(),
+            ok["subscribers"].as_u64()
+        ),
+        (Some("ok"), Some("elsewhere"), Some(0))
+    );
+    send_json(&mut socket, json!({"op": "ping", "ref": 2})).await;
+    assert_eq!(
+        next_json(&mut socket).await,
+        json!({"op": "pong", "ref": 2})
+    );
+    let (_, info) = get_json(server.addr, "/pub/elsewhere").await;
+    assert_eq!(info["last_id"], ok["id"]);
+}
+
+#[tokio::test]
+async fn refused_publishes_are_errors_with_their_ref_and_publish_nothing() {
+    let server = start(|c| c.max_message_size = 16).await;
+    let mut socket = websocket(server.addr, "/ws").await;
+    ws_sub(&mut socket, "p", None).await;
+    let cases = [
+        (
+            json!({"op": "pub", "channel": "p", "data": "x".repeat(17), "ref": 1}),
+            "too_large",
+        ),
+        (
+            json!({"op": "pub", "channel": "p p", "data": "x", "ref": 2}),
+            "bad_channel",
+        ),
+        (
+            json!({"op": "pub", "channel": "p", "data": "x", "event": "herald.gap", "ref": 3}),
+            "bad_event",
+        ),
+        (
+            json!({"op": "pub", "channel": "p", "data": "!!", "encoding": "base64", "ref": 4}),
+            "bad_data",
+        ),
+        (json!({"op": "pub", "channel": "p", "ref": 5}), "bad_frame"),
+        (json!({"op": "sub", "ref": 6}), "bad_frame"),
+    ];
+    for (frame, code) in cases {
+        let reference = frame["ref"].clone();
+        send_json(&mut socket, frame).await;
+        let error = next_json(&mut socket).await;
+        assert_eq!(error["op"], "error", "{error}");
+        assert_eq!(error["ref"], reference, "{error}");
+        assert_eq!(error["error"]["code"], code, "{error}");
+        assert!(error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    for not_an_object in ["[1,2]", "\"sub\"", "42", "{}"] {
+        socket.send(Message::text(not_an_object)).await.unwrap();
+        let error = next_json(&mut socket).await;
+        assert_eq!(error["op"], "error", "{not_an_object}: {error}");
+    }
+    let (_, info) = get_json(server.addr, "/pub/p").await;
+    assert_eq!(info["messages"], 0, "{info}");
+    // The socket still publishes and receives.
+    send_json(
+        &mut socket,
+        json!({"op": "pub", "channel": "p", "data": "x".repeat(16), "ref": 9}),
+    )
+    .await;
+    assert_eq!(next_json(&mut socket).await["op"], "ok");
+    assert_eq!(next_json(&mut socket).await["data"], "x".repeat(16));
+}
+
+#[tokio::test]
+async fn after_a_channel_is_deleted_the_socket_can_subscribe_to_it_again() {
+    let server = server().await;
+    let mut socket = websocket(server.addr, "/ws").await;
+    ws_sub(&mut socket, "phoenix", None).await;
+    ws_sub(&mut socket, "other", None).await;
+    let response = reqwest::Client::new()
+        .delete(url(server.addr, "/pub/phoenix"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let error = next_json(&mut socket).await;
+    assert_eq!(
+        (error["error"]["code"].as_str(), error["channel"].as_str()),
+        (Some("channel_deleted"), Some("phoenix"))
+    );
+    // The other subscription is untouched.
+    publish(server.addr, "other", "still here").await;
+    assert_eq!(next_json(&mut socket).await["data"], "still here");
+    ws_sub(&mut socket, "phoenix", None).await;
+    publish(server.addr, "phoenix", "reborn").await;
+    let msg = next_json(&mut socket).await;
+    assert_eq!(
+        (msg["channel"].as_str(), msg["data"].as_str()),
+        (Some("phoenix"), Some("reborn"))
+    );
+}

@@ -2,6 +2,7 @@
 //! WebSocket, with acknowledgements, per-message ids and gap reports. This is
 //! what herald.js speaks.
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message as Frame, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -31,8 +32,9 @@ pub async fn upgrade(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let upgrade = upgrade?;
     check_origin(&ctx, &headers)?;
     let who = ctx
         .config

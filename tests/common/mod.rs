@@ -180,3 +180,47 @@ pub async fn ws_sub(socket: &mut Socket, channel: &str, since: Option<&str>) -> 
     assert_eq!(answer["op"], "ok", "sub {channel}: {answer}");
     answer
 }
+
+/// Waits until `channel` has exactly `count` subscribers.
+pub async fn wait_for_exact_subscribers(addr: SocketAddr, channel: &str, count: u64) {
+    within(
+        &format!("exactly {count} subscribers on {channel}"),
+        async {
+            loop {
+                let (_, info) = get_json(addr, &format!("/pub/{channel}")).await;
+                if info["subscribers"].as_u64() == Some(count) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        },
+    )
+    .await
+}
+
+/// The `data` fields of a long-poll page, in order.
+pub fn page_data(page: &Value) -> Vec<String> {
+    page["messages"]
+        .as_array()
+        .expect("a messages array")
+        .iter()
+        .map(|m| m["data"].as_str().expect("string data").to_owned())
+        .collect()
+}
+
+/// Reads a raw response body until it contains `needle`; returns everything read.
+pub async fn read_until(response: &mut reqwest::Response, needle: &str) -> String {
+    let mut raw = String::new();
+    within(&format!("{needle:?} in the response body"), async {
+        while !raw.contains(needle) {
+            let chunk = response
+                .chunk()
+                .await
+                .expect("the body to keep arriving")
+                .expect("the stream to stay open");
+            raw.push_str(std::str::from_utf8(&chunk).expect("UTF-8 body"));
+        }
+    })
+    .await;
+    raw
+}
