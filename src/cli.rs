@@ -42,6 +42,9 @@ pub enum Command {
     /// Check a configuration file, or show the effective configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Load generator: fan-out, idle connections, echo and publish throughput,
+    /// against herald or (through URL templates) another server such as Nchan.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@
 //! events into bytes on a wire.
 
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -26,6 +26,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{answer}");
         }
         Command::Sub(args) => herald::client::subscribe::run(args).await?,
+        Command::Bench(args) => print!("{}", herald::bench::run(args).await?),
         Command::Config(ConfigCommand::Check { file }) => match herald::config_file::check(&file) {
             Ok(keys) => println!("{}: ok ({keys} keys)", file.display()),
             Err(error) => {

@@ -1,0 +1,81 @@
+//! The server's cost as the kernel counts it: CPU seconds (user + system,
+//! every thread) from `/proc/PID/stat` and resident memory from
+//! `/proc/PID/status`, sampled before and after a run.
+
+use serde::{Deserialize, Serialize};
+
+use super::BenchError;
+
+/// Linux reports `/proc/PID/stat` times in USER_HZ, which the kernel ABI
+/// fixes at 100 on every mainstream architecture (x86, arm, riscv).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// One sample of a process's usage.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Usage {
+    /// utime + stime, in seconds.
+    pub cpu_s: f64,
+    /// VmRSS, in KiB.
+    pub rss_kib: u64,
+}
+
+impl Usage {
+    /// Reads the usage of process `pid`.
+    pub fn sample(pid: u32) -> Result<Self, BenchError> {
+        let stat = read(pid, "stat")?;
+        let status = read(pid, "status")?;
+        Ok(Self {
+            cpu_s: cpu_seconds(&stat).ok_or_else(|| bad(pid, "stat"))?,
+            rss_kib: rss_kib(&status).ok_or_else(|| bad(pid, "status"))?,
+        })
+    }
+}
+
+/// Samples `pid` if one was given.
+pub fn sample(pid: Option<u32>) -> Result<Option<Usage>, BenchError> {
+    pid.map(Usage::sample).transpose()
+}
+
+fn read(pid: u32, file: &str) -> Result<String, BenchError> {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .map_err(|e| BenchError::Proc(format!("/proc/{pid}/{file}: {e}")))
+}
+
+fn bad(pid: u32, file: &str) -> BenchError {
+    BenchError::Proc(format!("/proc/{pid}/{file}: unexpected format"))
+}
+
+/// utime + stime from a `/proc/PID/stat` line. The command name (field 2)
+/// may hold spaces and parentheses, so fields are counted after its last `)`.
+fn cpu_seconds(stat: &str) -> Option<f64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After the name: state is field 3; utime and stime are fields 14 and 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / TICKS_PER_SECOND)
+}
+
+fn rss_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_and_status() {
+        let stat = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
+        assert_eq!(cpu_seconds(stat), Some(3.0));
+        assert_eq!(rss_kib("Name:\tx\nVmRSS:\t  10240 kB\n"), Some(10240));
+    }
+
+    #[test]
+    fn samples_this_process() {
+        let usage = Usage::sample(std::process::id()).unwrap();
+        assert!(usage.rss_kib > 0);
+        assert!(usage.cpu_s >= 0.0);
+    }
+}
