@@ -3,7 +3,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use common::*;
 use serde_json::Value;
@@ -122,5 +122,218 @@ fn unknown_flags_are_errors_and_help_explains_the_commands() {
         "--demo",
     ] {
         assert!(serve_help.contains(flag), "serve --help lacks {flag}");
+    }
+}
+
+/// `herald ARGS` as a child process with no inherited `HERALD_*` variable,
+/// killed when dropped.
+fn herald_async(args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("HERALD_") {
+            command.env_remove(key);
+        }
+    }
+    command.args(args).kill_on_drop(true);
+    command
+}
+
+/// A `herald serve --listen 127.0.0.1:0 ARGS` process and the address it printed.
+struct Served {
+    child: tokio::process::Child,
+    base: String,
+}
+
+impl Served {
+    async fn start(args: &[&str]) -> Self {
+        let mut command = herald_async(&["serve", "--listen", "127.0.0.1:0"]);
+        command
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = command.spawn().expect("herald serve starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = within("herald serve to print its address", lines.next_line())
+            .await
+            .unwrap()
+            .expect("herald serve printed a line before exiting");
+        let addr = line
+            .strip_prefix("herald listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("a socket address")
+    }
+}
+
+/// Runs `herald ARGS` to completion and returns its output.
+async fn run(args: &[&str]) -> std::process::Output {
+    within(
+        &format!("herald {}", args.join(" ")),
+        herald_async(args).stdin(Stdio::null()).output(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn serve_prints_its_address_and_the_cli_talks_to_it() {
+    let mut served = Served::start(&["--history-size", "2", "--max-message-size", "8"]).await;
+    let health = reqwest::get(served.url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    for n in 1..=3 {
+        let data = format!("m{n}");
+        let output = run(&[
+            "pub",
+            "hist",
+            &data,
+            "--event",
+            "note",
+            "--url",
+            &served.base,
+        ])
+        .await;
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // --history-size reached the server: two of three are kept.
+    let (status, info) = get_json(served.addr(), "/pub/hist").await;
+    assert_eq!(status, 200);
+    assert_eq!(info["messages"], 2, "{info}");
+
+    // --since 0 replays what is kept, with the event name, on every transport.
+    for transport in ["ws", "sse", "poll"] {
+        let output = run(&[
+            "sub",
+            "hist",
+            "--transport",
+            transport,
+            "--since",
+            "0",
+            "--json",
+            "--count",
+            "2",
+            "--url",
+            &served.base,
+        ])
+        .await;
+        assert!(output.status.success(), "{transport}");
+        let lines: Vec<Value> = String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let data: Vec<&str> = lines.iter().map(|l| l["data"].as_str().unwrap()).collect();
+        assert_eq!(data, ["m2", "m3"], "{transport}");
+        assert_eq!(lines[0]["id"], info["first_id"], "{transport}");
+        assert_eq!(lines[0]["event"], "note", "{transport}: {lines:?}");
+    }
+
+    // --max-message-size reached the server, and a refused publish fails the command.
+    let output = run(&["pub", "hist", "too long by far", "--url", &served.base]).await;
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("413"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    served.child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn serve_demo_answers_like_the_seed() {
+    let served = Served::start(&["--demo"]).await;
+    let page = reqwest::get(served.url("/demo"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("EventSource") && page.contains("WebSocket"));
+    let mut socket = websocket(served.addr(), "/demo/ws").await;
+    futures_util::SinkExt::send(
+        &mut socket,
+        tokio_tungstenite::tungstenite::Message::text("你好,服务器!"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        next_frame(&mut socket).await,
+        tokio_tungstenite::tungstenite::Message::text("服务器回应:你好,服务器!")
+    );
+}
+
+#[tokio::test]
+async fn pub_fails_and_sub_keeps_retrying_when_no_server_answers() {
+    // A port that was free a moment ago: nothing listens there now.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let output = run(&["pub", "x", "y", "--url", &base]).await;
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("could not reach"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = run(&["pub", "x", "y", "--url", "not-a-url"]).await;
+    assert!(!output.status.success());
+
+    // A subscriber outlives a server that is down: it says so and retries.
+    let mut sub = herald_async(&["sub", "x", "--transport", "poll", "--url", &base])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut errors = BufReader::new(sub.stderr.take().unwrap()).lines();
+    let line = within("herald sub to report the failure", errors.next_line())
+        .await
+        .unwrap()
+        .expect("a line on stderr");
+    assert!(line.contains("reconnecting"), "{line}");
+    sub.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn sub_gives_up_on_a_request_the_server_refuses() {
+    let server = server().await;
+    let base = format!("http://{}", server.addr);
+    for transport in ["ws", "sse", "poll"] {
+        let output = run(&[
+            "sub",
+            "x",
+            "--transport",
+            transport,
+            "--since",
+            "garbage",
+            "--url",
+            &base,
+        ])
+        .await;
+        assert!(!output.status.success(), "{transport}");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(
+            stderr.contains("bad_cursor") || stderr.contains("not a message id"),
+            "{transport}: {stderr}"
+        );
     }
 }

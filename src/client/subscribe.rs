@@ -55,6 +55,11 @@ pub async fn run(args: SubArgs) -> Result<(), ClientError> {
     let base = base_url(&args.url)?;
     let channels = ChannelName::parse_list(&args.channels, 1024)
         .map_err(|e| ClientError::Protocol(format!("bad channel list: {e}")))?;
+    if let Some(since) = &args.since {
+        // A --since that can never parse would otherwise be retried forever.
+        Cursor::parse_since(since, &channels)
+            .map_err(|e| ClientError::Protocol(format!("bad --since: {e}")))?;
+    }
     let mut printer = Printer {
         json: args.json,
         remaining: args.count.filter(|n| *n > 0),
