@@ -74,7 +74,7 @@ async fn poll_client(addr: SocketAddr, mut since: String, seed: u64) -> Vec<u64>
         let limit = rng.random_range(1..50);
         let page = poll(
             addr,
-            &format!("/sub/chaos?since={since}&limit={limit}&timeout=10"),
+            &format!("/sub/chaos?since={since}&limit={limit}&timeout=3"),
         )
         .await;
         assert!(page.get("gap").is_none(), "{page}");
@@ -107,12 +107,12 @@ async fn random_disconnects_lose_duplicate_and_reorder_nothing() {
             publish(addr, "chaos", i.to_string()).await;
         }
     });
-    tokio::time::timeout(std::time::Duration::from_secs(60), publisher)
+    tokio::time::timeout(std::time::Duration::from_secs(30), publisher)
         .await
         .expect("publishing finished")
         .unwrap();
     for client in clients {
-        let got = tokio::time::timeout(std::time::Duration::from_secs(60), client)
+        let got = tokio::time::timeout(std::time::Duration::from_secs(30), client)
             .await
             .expect("a client finished")
             .unwrap();
@@ -293,7 +293,7 @@ mod progress {
         loop {
             let limit = rng.random_range(1..40);
             let path = format!(
-                "/sub/ca,cb?since={}&limit={limit}&timeout=5",
+                "/sub/ca,cb?since={}&limit={limit}&timeout=3",
                 since.replace('=', "%3D").replace(',', "%2C")
             );
             let page = if rng.random_bool(0.3) {
@@ -463,7 +463,7 @@ mod progress {
         let socket = tokio::spawn(socket_client(addr, start.clone(), 14, watching.clone()));
         let publisher = tokio::spawn(publisher(addr, progress));
 
-        let bound = std::time::Duration::from_secs(60);
+        let bound = std::time::Duration::from_secs(30);
         tokio::time::timeout(bound, publisher)
             .await
             .expect("publishing finished")

@@ -27,7 +27,7 @@ async fn every_transport_gets_every_message_in_order_with_identical_ids() {
         let mut since = start;
         let mut got = Vec::new();
         while got.len() < COUNT {
-            let page = poll(addr, &format!("/sub/x?since={since}&timeout=10")).await;
+            let page = poll(addr, &format!("/sub/x?since={since}&timeout=3")).await;
             for m in page["messages"].as_array().unwrap() {
                 got.push((
                     m["id"].as_str().unwrap().to_owned(),

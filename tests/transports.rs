@@ -412,3 +412,19 @@ async fn the_transport_query_wins_over_the_accept_header() {
     let body: Value = response.json().await.unwrap();
     assert!(body["next"].is_string(), "{body}");
 }
+
+#[tokio::test]
+async fn a_channel_named_twice_in_a_subscription_counts_once() {
+    let server = server().await;
+    let mut raw = websocket(server.addr, "/sub/twice,twice").await;
+    wait_for_subscribers(server.addr, "twice", 1).await;
+    raw.send(Message::text("once")).await.unwrap();
+    assert_eq!(next_frame(&mut raw).await, Message::text("once"));
+    let page = poll(server.addr, "/sub/twice,twice?since=0").await;
+    assert_eq!(page_data(&page), ["once"]);
+    let (_, info) = get_json(server.addr, "/pub/twice").await;
+    assert_eq!(
+        (info["messages"].as_u64(), info["subscribers"].as_u64()),
+        (Some(1), Some(1))
+    );
+}

@@ -19,7 +19,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How long any single wait may take before the test fails.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub const WAIT: Duration = Duration::from_secs(5);
 
 /// Awaits `future`, failing the test with `what` if it takes too long.
 pub async fn within<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
