@@ -160,3 +160,88 @@ async fn messages_from_every_kind_of_publisher_reach_every_kind_of_subscriber() 
         .collect();
     assert_eq!(got, expected_owned, "long poll");
 }
+
+/// Many publishers at once on one channel: every subscriber sees the same
+/// order, each publisher's messages in the order it sent them, and each id
+/// is the one its publisher was answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_publishers_are_seen_in_one_order_by_every_transport() {
+    use std::collections::HashMap;
+
+    const PUBLISHERS: usize = 8;
+    const EACH: usize = 100;
+    const TOTAL: usize = PUBLISHERS * EACH;
+    let server = start(|c| c.history.max_messages = 2 * TOTAL).await;
+    let addr = server.addr;
+    let start = poll(addr, "/sub/busy?timeout=0").await["next"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut sse = Sse::open(addr, "/sub/busy", &[]).await;
+    let mut socket = websocket(addr, "/ws").await;
+    ws_sub(&mut socket, "busy", None).await;
+    wait_for_subscribers(addr, "busy", 2).await;
+
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for n in 0..EACH {
+                    let data = format!("{p}:{n}");
+                    let id = publish(addr, "busy", data.clone()).await["id"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned();
+                    answers.push((id, data));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut answered: HashMap<String, String> = HashMap::new();
+    for publisher in publishers {
+        answered.extend(within("a publisher", publisher).await.unwrap());
+    }
+    assert_eq!(answered.len(), TOTAL, "every publish got its own id");
+
+    let from_sse: Vec<(String, String)> = sse
+        .messages(TOTAL)
+        .await
+        .into_iter()
+        .map(|e| (e.id, e.data))
+        .collect();
+    let mut from_socket = Vec::new();
+    while from_socket.len() < TOTAL {
+        let m = next_json(&mut socket).await;
+        from_socket.push((
+            m["id"].as_str().unwrap().to_owned(),
+            m["data"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let mut from_poll = Vec::new();
+    let mut since = start;
+    while from_poll.len() < TOTAL {
+        let page = poll(addr, &format!("/sub/busy?since={since}&timeout=3")).await;
+        for m in page["messages"].as_array().unwrap() {
+            from_poll.push((
+                m["id"].as_str().unwrap().to_owned(),
+                m["data"].as_str().unwrap().to_owned(),
+            ));
+        }
+        since = page["next"].as_str().unwrap().to_owned();
+    }
+
+    assert_eq!(from_socket, from_sse, "/ws and SSE disagree");
+    assert_eq!(from_poll, from_sse, "long poll and SSE disagree");
+    let mut next_of = [0usize; PUBLISHERS];
+    for (id, data) in &from_sse {
+        assert_eq!(answered.get(id), Some(data), "{id} carries another message");
+        let (p, n) = data.split_once(':').unwrap();
+        let (p, n): (usize, usize) = (p.parse().unwrap(), n.parse().unwrap());
+        assert_eq!(n, next_of[p], "publisher {p}'s messages out of order");
+        next_of[p] += 1;
+    }
+    let (_, info) = get_json(addr, "/pub/busy").await;
+    assert_eq!(info["messages"], TOTAL);
+    assert_eq!(info["last_id"], from_sse[TOTAL - 1].0.as_str());
+}

@@ -268,3 +268,35 @@ async fn a_bad_cursor_is_refused_before_a_websocket_opens() {
         other => panic!("expected an HTTP refusal, got {other}"),
     }
 }
+
+#[tokio::test]
+async fn an_oversized_body_without_a_length_is_refused_with_413_and_nothing_published() {
+    let server = start(|c| c.max_message_size = 1000).await;
+    // Chunked, so the server only learns the size by reading.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..20).map(|_| Ok(vec![b'x'; 100])).collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let response = reqwest::Client::new()
+        .post(url(server.addr, "/pub/chunky"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_large");
+    let (status, _) = get_json(server.addr, "/pub/chunky").await;
+    assert_eq!(status, 404, "nothing was published");
+    // Exactly the limit, chunked, is accepted.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..10).map(|_| Ok(vec![b'x'; 100])).collect();
+    let response = reqwest::Client::new()
+        .post(url(server.addr, "/pub/chunky"))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
