@@ -35,6 +35,22 @@ fn is_clock_message(text: &str) -> bool {
             .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// The time in a clock message is the local time now (give or take a few seconds).
+fn assert_is_about_now(text: &str) {
+    use chrono::Timelike;
+    let time = text.trim_start_matches("New message at ");
+    let seconds = |h: u32, m: u32, s: u32| i64::from(h * 3600 + m * 60 + s);
+    let parts: Vec<u32> = time.split(':').map(|p| p.parse().unwrap()).collect();
+    let told = seconds(parts[0], parts[1], parts[2]);
+    let now = chrono::Local::now();
+    let now = seconds(now.hour(), now.minute(), now.second());
+    let apart = (now - told).rem_euclid(86_400);
+    assert!(
+        apart.min(86_400 - apart) <= 5,
+        "{text:?} is not the local time now"
+    );
+}
+
 #[tokio::test]
 async fn the_clock_ticks_into_a_channel_that_every_transport_can_read() {
     let server = start(|c| {
@@ -46,6 +62,7 @@ async fn the_clock_ticks_into_a_channel_that_every_transport_can_read() {
     let events = sse.messages(2).await;
     for event in &events {
         assert!(is_clock_message(&event.data), "{:?}", event.data);
+        assert_is_about_now(&event.data);
     }
     // Two pollers sharing the channel both see the same messages (the seed's
     // shared array lost them).
