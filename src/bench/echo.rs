@@ -50,6 +50,7 @@ pub async fn run(args: &EchoArgs) -> Result<Report, BenchError> {
     let total = args.round_trips * args.connections as u64;
     let bar = progress(total, "round trips");
     let start = Instant::now();
+    let own_before = procfs::own_cpu_seconds();
     let mut tasks = JoinSet::new();
     for mut socket in sockets {
         let (round_trips, size, bar) = (args.round_trips, args.size, bar.clone());
@@ -128,6 +129,7 @@ pub async fn run(args: &EchoArgs) -> Result<Report, BenchError> {
             0.0
         },
         latency_us: latency.percentiles(),
+        client_cpu_s: procfs::own_cpu_seconds() - own_before,
         ..Report::default()
     };
     if let (Some(before), Some(connected), Some(after)) = (before, connected, after) {

@@ -84,9 +84,11 @@ pub async fn run(args: &FanoutArgs) -> Result<Report, BenchError> {
             wait_for_subscribers(&client, &publ, &names, &per_channel, until).await?;
         }
         let connected = procfs::sample(pid)?;
-        let measured =
+        let own_before = procfs::own_cpu_seconds();
+        let mut measured =
             publish_and_drain(args, &publ, &names, &client, &highest, &shared, deadline).await?;
         let after = procfs::sample(pid)?;
+        measured.client_cpu_s = procfs::own_cpu_seconds() - own_before;
         Ok((connected, measured, after))
     }
     .await;
@@ -112,6 +114,7 @@ pub async fn run(args: &FanoutArgs) -> Result<Report, BenchError> {
         messages: measured.published.iter().sum(),
         size: args.size as u64,
         rate: args.rate,
+        client_cpu_s: measured.client_cpu_s,
         ..Report::default()
     };
     let mut latency = Latency::default();
@@ -279,6 +282,8 @@ struct Measured {
     start_us: u64,
     /// Seconds spent publishing.
     publish_s: f64,
+    /// The generator's own CPU seconds over the phase.
+    client_cpu_s: f64,
 }
 
 /// Publishes every channel's messages, then waits until every subscriber has
@@ -359,6 +364,7 @@ async fn publish_and_drain(
         published,
         start_us,
         publish_s,
+        client_cpu_s: 0.0,
     })
 }
 

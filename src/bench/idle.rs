@@ -41,6 +41,7 @@ pub async fn run(args: &IdleArgs) -> Result<Report, BenchError> {
     let stop = CancellationToken::new();
     let (ready_tx, mut ready) = mpsc::channel(args.connections);
     let start = Instant::now();
+    let own_before = procfs::own_cpu_seconds();
     let mut tasks = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
         let url = sub.http(&names[i % names.len()]);
@@ -115,6 +116,7 @@ pub async fn run(args: &IdleArgs) -> Result<Report, BenchError> {
         } else {
             0.0
         },
+        client_cpu_s: procfs::own_cpu_seconds() - own_before,
         ..Report::default()
     };
     if let (Some(before), Some(connected), Some(after)) = (before, connected, after) {

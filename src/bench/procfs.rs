@@ -36,6 +36,13 @@ pub fn sample(pid: Option<u32>) -> Result<Option<Usage>, BenchError> {
     pid.map(Usage::sample).transpose()
 }
 
+/// CPU seconds this process has used so far (0 if /proc cannot be read).
+pub fn own_cpu_seconds() -> f64 {
+    Usage::sample(std::process::id())
+        .map(|u| u.cpu_s)
+        .unwrap_or(0.0)
+}
+
 fn read(pid: u32, file: &str) -> Result<String, BenchError> {
     std::fs::read_to_string(format!("/proc/{pid}/{file}"))
         .map_err(|e| BenchError::Proc(format!("/proc/{pid}/{file}: {e}")))

@@ -45,6 +45,7 @@ pub async fn run(args: &PublishArgs) -> Result<Report, BenchError> {
     let done = Arc::new(AtomicU64::new(0));
     let bar = progress(args.messages, "publishing");
     let start = Instant::now();
+    let own_before = procfs::own_cpu_seconds();
     let mut tasks = JoinSet::new();
     for (k, name) in names.iter().enumerate() {
         let count = args.messages / args.publishers as u64
@@ -118,6 +119,7 @@ pub async fn run(args: &PublishArgs) -> Result<Report, BenchError> {
             0.0
         },
         latency_us: latency.percentiles(),
+        client_cpu_s: procfs::own_cpu_seconds() - own_before,
         ..Report::default()
     };
     if let (Some(before), Some(after)) = (before, after) {

@@ -48,6 +48,10 @@ pub struct Report {
     pub latency_us: Option<Percentiles>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerCost>,
+    /// CPU seconds the generator itself spent in the measured phase: near
+    /// `elapsed_s` means the generator, not the server, was the limit.
+    #[serde(default)]
+    pub client_cpu_s: f64,
 }
 
 /// The server's CPU and memory over the run (from `--server-pid`).
@@ -177,6 +181,7 @@ impl Report {
                 format!("{:.0} B", s.rss_per_connection_bytes),
             ));
         }
+        rows.push(("generator CPU", format!("{:.2} s", self.client_cpu_s)));
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         let mut out = String::new();
         for (key, value) in rows {
