@@ -161,6 +161,10 @@ pub struct IdleArgs {
     /// Connections opened at once.
     #[arg(long, default_value_t = 256)]
     pub connect_concurrency: usize,
+    /// Connections per source address 127.0.0.x (default: 90% of the kernel's
+    /// ephemeral port range, at most 50,000).
+    #[arg(long)]
+    pub per_address: Option<usize>,
 }
 
 /// Options of `herald bench echo`.

@@ -36,7 +36,10 @@ pub async fn run(args: &IdleArgs) -> Result<Report, BenchError> {
     let names = channel_names(args.common.channel_prefix.as_deref(), args.channels);
     let pid = args.common.server_pid;
     let before = procfs::sample(pid)?;
-    let per_address = per_source_address();
+    let per_address = args
+        .per_address
+        .filter(|n| *n > 0)
+        .unwrap_or_else(per_source_address);
     let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let stop = CancellationToken::new();
     let (ready_tx, mut ready) = mpsc::channel(args.connections);
@@ -165,6 +168,9 @@ async fn open(
             .filter(|h| *h < 0x00ff_ffff)
             .ok_or_else(|| BenchError::Options("too many connections for 127.0.0.0/8".into()))?;
         let source = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 0)) + host);
+        // Earlier runs leave their ports in TIME_WAIT; reuse them rather
+        // than run out of ephemeral ports on the source address.
+        socket.set_reuseaddr(true)?;
         socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
     }
     let stream = socket
