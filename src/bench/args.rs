@@ -158,8 +158,9 @@ pub struct IdleArgs {
     /// How long to hold the connections open once all are up, before reading the server's RSS.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub hold: Duration,
-    /// Connections opened at once.
-    #[arg(long, default_value_t = 256)]
+    /// Connections opened at once (kept under common listen backlogs, 128 and
+    /// up: an overflowing accept queue costs a one-second SYN retransmit).
+    #[arg(long, default_value_t = 100)]
     pub connect_concurrency: usize,
     /// Connections per source address 127.0.0.x (default: 90% of the kernel's
     /// ephemeral port range, at most 50,000).

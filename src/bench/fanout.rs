@@ -327,7 +327,7 @@ async fn publish_and_drain(
             listeners,
             published: counters[c].clone(),
         };
-        publishers.spawn(channel.run(start, publish_until));
+        publishers.spawn(channel.run(start, start_us, publish_until));
     }
     let bar = progress(total, "delivering");
     let mut failure = None;
@@ -385,16 +385,23 @@ struct ChannelPublisher {
 }
 
 impl ChannelPublisher {
-    async fn run(self, start: Instant, until: Instant) -> Result<(), BenchError> {
+    async fn run(self, start: Instant, start_us: u64, until: Instant) -> Result<(), BenchError> {
         let mut slowest = 0;
         for seq in 1..=self.messages {
+            // With a rate, latency counts from when the message was due, not
+            // from when it went out: a server that is slow to answer a
+            // publish delays the next one, and that delay is latency its
+            // subscribers see (no coordinated omission).
+            let mut due_us = None;
             if self.rate > 0.0 {
                 let index = self.first_index + (seq - 1) * self.stride;
-                let due = start + Duration::from_secs_f64(index as f64 / self.rate);
+                let offset = Duration::from_secs_f64(index as f64 / self.rate);
+                let due = start + offset;
                 if due >= until {
                     break;
                 }
                 tokio::time::sleep_until(due).await;
+                due_us = Some(start_us + offset.as_micros() as u64);
             }
             if self.max_lag > 0 && !self.listeners.is_empty() {
                 while seq.saturating_sub(slowest) > self.max_lag {
@@ -415,7 +422,8 @@ impl ChannelPublisher {
             if Instant::now() >= until {
                 break;
             }
-            let data = payload::encode(seq, payload::now_us(), self.size);
+            let sent_us = due_us.unwrap_or_else(payload::now_us);
+            let data = payload::encode(seq, sent_us, self.size);
             let response = self.client.post(&self.url).body(data).send().await?;
             let status = response.status();
             if !status.is_success() {
