@@ -1,0 +1,456 @@
+//! Real processes for the Redis engine tests: a private `redis-server` on a
+//! free loopback port (never a Redis already running on the machine), herald
+//! nodes started with `herald serve --redis`, a few raw RESP commands, and
+//! subscribers that survive their node dying (they report the disconnect
+//! instead of failing the test). Every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eventsource_stream::{Event, Eventsource};
+use futures_util::{SinkExt, Stream, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::common::{url, within, Socket};
+
+/// How long a node may take to notice that Redis is back (reconnect backoff
+/// included). Longer than `common::WAIT`, still bounded.
+pub const RECOVERY: Duration = Duration::from_secs(15);
+
+/// Awaits `future` for at most `limit`, failing the test with `what`.
+pub async fn within_for<T>(
+    limit: Duration,
+    what: &str,
+    future: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::time::timeout(limit, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {limit:?} waiting for {what}"))
+}
+
+/// Polls `condition` every few milliseconds until it holds, for at most `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    within_for(limit, what, async {
+        while !condition().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
+    listener.local_addr().unwrap().port()
+}
+
+/// Sends one command to the Redis on `port` and returns its reply as text:
+/// `+OK` and `:1` keep their type prefix, a bulk string is its content, an
+/// error reply is `Err`.
+pub async fn redis_command(port: u16, args: &[&str]) -> std::io::Result<String> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+    let mut stream = BufReader::new(stream);
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.get_mut().write_all(request.as_bytes()).await?;
+    let mut line = String::new();
+    stream.read_line(&mut line).await?;
+    let line = line.trim_end().to_owned();
+    match line.as_bytes().first() {
+        Some(b'-') => Err(std::io::Error::other(line)),
+        Some(b'$') => {
+            let len: i64 = line[1..].parse().map_err(std::io::Error::other)?;
+            if len < 0 {
+                return Ok(String::new());
+            }
+            let mut body = vec![0; len as usize + 2];
+            stream.read_exact(&mut body).await?;
+            body.truncate(len as usize);
+            String::from_utf8(body).map_err(std::io::Error::other)
+        }
+        Some(_) => Ok(line),
+        None => Err(std::io::Error::other(
+            "the connection closed without a reply",
+        )),
+    }
+}
+
+/// A private `redis-server` child, killed when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    /// Starts a fresh Redis (no persistence) on a free loopback port.
+    pub async fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "herald-redis-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        // The port was free a moment ago; another process may take it before
+        // redis-server binds, so try a few.
+        for _ in 0..5 {
+            let mut server = Self {
+                port: free_port(),
+                child: None,
+                dir: dir.clone(),
+            };
+            if server.spawn().await {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    /// The URL herald is given.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts redis-server on `self.port`; false if it exited (port taken).
+    async fn spawn(&mut self) -> bool {
+        let mut child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--daemonize", "no"])
+            .args(["--loglevel", "warning"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server on PATH (apt-get install -y redis-server)");
+        let pid = child.id().expect("a running child");
+        let port = self.port;
+        let started = within("redis-server to answer PING", async {
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    return false;
+                }
+                if redis_command(port, &["PING"]).await.ok().as_deref() == Some("+PONG") {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        if !started {
+            return false;
+        }
+        // Whoever answers must be our child, not some Redis already there.
+        let info = redis_command(port, &["INFO", "server"]).await.unwrap();
+        assert!(
+            info.contains(&format!("process_id:{pid}\r")),
+            "the Redis on port {port} is not the one this test started"
+        );
+        self.child = Some(child);
+        true
+    }
+
+    /// Kills the server (SIGKILL) and waits until it is gone and the port is closed.
+    pub async fn stop(&mut self) {
+        let mut child = self.child.take().expect("redis-server running");
+        child.start_kill().unwrap();
+        within("redis-server to exit", child.wait()).await.unwrap();
+        let port = self.port;
+        within("the Redis port to close", async {
+            while TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
+
+    /// Starts a new, empty server on the same port (what a restart without
+    /// persistence looks like to herald).
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server first");
+        assert!(
+            self.spawn().await,
+            "redis-server could not start again on port {}",
+            self.port
+        );
+    }
+
+    /// Runs one command, failing the test on error.
+    pub async fn command(&self, args: &[&str]) -> String {
+        within(
+            &format!("Redis to answer {args:?}"),
+            redis_command(self.port, args),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("Redis {args:?}: {e}"))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One `herald serve --redis` process. Its output is kept and printed if the
+/// test fails, so a failure report carries the server's side.
+pub struct Node {
+    pub name: String,
+    pub addr: SocketAddr,
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Node {
+    /// Starts a node on a free port and waits until it is ready (Redis reached).
+    pub async fn start(name: &str, redis: &RedisServer) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--redis", &redis.url()])
+            .args(["--log-level", "info"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stderr = child.stderr.take().unwrap();
+        let keep = log.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                keep.lock().unwrap().push(line);
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = within(&format!("herald {name} to listen"), stdout.next_line())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| {
+                panic!(
+                    "herald {name} exited before listening:\n{}",
+                    log.lock().unwrap().join("\n")
+                )
+            });
+        let addr = line
+            .rsplit("http://")
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Keep reading stdout so a later line never meets a closed pipe.
+        let keep = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stdout.next_line().await {
+                keep.lock().unwrap().push(line);
+            }
+        });
+        let node = Self {
+            name: name.to_owned(),
+            addr,
+            child,
+            log,
+        };
+        node.wait_ready(true, crate::common::WAIT).await;
+        node
+    }
+
+    /// Starts `count` nodes named a, b, c... on the same Redis.
+    pub async fn cluster(redis: &RedisServer, count: usize) -> Vec<Self> {
+        let names = ["a", "b", "c", "d", "e"];
+        let mut nodes = Vec::new();
+        for name in &names[..count] {
+            nodes.push(Self::start(name, redis).await);
+        }
+        nodes
+    }
+
+    /// `/readyz` status.
+    pub async fn readyz(&self) -> u16 {
+        match reqwest::get(url(self.addr, "/readyz")).await {
+            Ok(response) => response.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    /// `/healthz` status.
+    pub async fn healthz(&self) -> u16 {
+        match reqwest::get(url(self.addr, "/healthz")).await {
+            Ok(response) => response.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    /// Waits until `/readyz` says ready (200) or not (503).
+    pub async fn wait_ready(&self, ready: bool, limit: Duration) {
+        let want = if ready { 200 } else { 503 };
+        eventually(
+            limit,
+            &format!("/readyz {want} on node {}", self.name),
+            || async { self.readyz().await == want },
+        )
+        .await;
+    }
+
+    /// Publishes and returns (status, JSON body) whatever the status.
+    pub async fn try_publish(&self, channel: &str, data: &str) -> (u16, Value) {
+        let response = within(
+            &format!("node {} to answer a publish", self.name),
+            reqwest::Client::new()
+                .post(url(self.addr, &format!("/pub/{channel}")))
+                .body(data.to_owned())
+                .send(),
+        )
+        .await
+        .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Publishes, asserts 200 and returns the id it was given.
+    pub async fn publish(&self, channel: &str, data: &str) -> String {
+        let (status, body) = self.try_publish(channel, data).await;
+        assert_eq!(
+            status, 200,
+            "publish {data:?} to {channel} on node {}: {body}",
+            self.name
+        );
+        body["id"].as_str().expect("an id").to_owned()
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub async fn kill(&mut self) {
+        self.child.start_kill().unwrap();
+        within(&format!("node {} to die", self.name), self.child.wait())
+            .await
+            .unwrap();
+    }
+
+    /// Everything the node logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("----- herald node {} ({}) log -----", self.name, self.addr);
+            eprintln!("{}", self.log());
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Splits an `EPOCH-SEQ` id.
+pub fn split_id(id: &str) -> (String, u64) {
+    let (epoch, seq) = id.split_once('-').expect("an EPOCH-SEQ id");
+    (epoch.to_owned(), seq.parse().expect("a numeric sequence"))
+}
+
+pub fn seq(id: &str) -> u64 {
+    split_id(id).1
+}
+
+pub fn epoch(id: &str) -> String {
+    split_id(id).0
+}
+
+/// An SSE stream that ends (`None`) instead of failing when its server dies.
+pub struct SseStream {
+    events: Pin<Box<dyn Stream<Item = Option<Event>> + Send>>,
+}
+
+impl SseStream {
+    /// Opens `path` with `Accept: text/event-stream` plus `extra` headers.
+    pub async fn open(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> Self {
+        let mut request = reqwest::Client::new()
+            .get(url(addr, path))
+            .header("accept", "text/event-stream");
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        let response = within("the SSE response", request.send()).await.unwrap();
+        assert_eq!(response.status(), 200, "SSE {path} on {addr}");
+        let events = response.bytes_stream().eventsource().map(|e| e.ok());
+        Self {
+            events: Box::pin(events),
+        }
+    }
+
+    /// The next event; `None` when the stream ended or broke.
+    pub async fn next(&mut self) -> Option<Event> {
+        within("an SSE event", self.events.next()).await.flatten()
+    }
+}
+
+/// The next data frame of a raw WebSocket; `None` when it closed or broke.
+pub async fn try_frame(socket: &mut Socket) -> Option<Message> {
+    loop {
+        match within("a WebSocket frame", socket.next()).await {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+            Some(Ok(other)) => return Some(other),
+        }
+    }
+}
+
+/// The next `/ws` frame as JSON; `None` when the socket closed or broke.
+pub async fn try_json(socket: &mut Socket) -> Option<Value> {
+    let frame = try_frame(socket).await?;
+    Some(serde_json::from_str(frame.to_text().expect("a text frame")).expect("a JSON frame"))
+}
+
+/// Sends a WebSocket ping and waits for its pong: the socket is alive and served.
+pub async fn ping_pong(socket: &mut Socket) {
+    socket
+        .send(Message::Ping(b"alive?".to_vec().into()))
+        .await
+        .unwrap();
+    within("a pong", async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Pong(payload))) if payload.as_ref() == b"alive?" => return,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a pong, got {other:?}"),
+            }
+        }
+    })
+    .await
+}
+
+/// Long-polls `path`; `None` if the server could not be reached or did not answer 200.
+pub async fn try_poll(addr: SocketAddr, path: &str) -> Option<Value> {
+    let response = within("a poll answer", reqwest::get(url(addr, path)))
+        .await
+        .ok()?;
+    if response.status() != 200 {
+        return None;
+    }
+    within("a poll body", response.json()).await.ok()
+}
