@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::{Auth, AuthSetupError, JwtKey};
 use crate::config::{parse_duration, parse_size, ServerConfig};
+use crate::engine::redis::RedisConfig;
 use crate::hub::HistoryLimits;
 
 /// herald: a real-time push server (WebSocket, Server-Sent Events, long polling).
@@ -69,8 +70,24 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Keep history on disk in DIR: every acknowledged publish survives restarts and kill -9.
-    #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "HERALD_DATA_DIR",
+        value_name = "DIR",
+        conflicts_with = "redis"
+    )]
     pub data_dir: Option<std::path::PathBuf>,
+    /// Share channels and history with other nodes through Redis 6+ or Valkey
+    /// (redis://[:password@]host:port/db, rediss:// for TLS); with
+    /// --redis-cluster, comma-separated seed nodes of a Redis Cluster.
+    #[arg(long, env = "HERALD_REDIS", value_name = "URL", hide_env_values = true)]
+    pub redis: Option<String>,
+    /// The --redis URLs are seed nodes of a Redis Cluster.
+    #[arg(long, env = "HERALD_REDIS_CLUSTER", requires = "redis")]
+    pub redis_cluster: bool,
+    /// Prefix of herald's Redis keys and topics (several deployments can share one Redis).
+    #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald")]
+    pub redis_prefix: String,
     /// Messages kept per channel for resume.
     #[arg(long, env = "HERALD_HISTORY_SIZE", default_value_t = 1000)]
     pub history_size: usize,
@@ -209,6 +226,15 @@ impl ServeArgs {
             demo: self.demo,
             demo_tick: self.demo_tick,
             data_dir: self.data_dir,
+            redis: self.redis.map(|urls| RedisConfig {
+                urls: urls
+                    .split(',')
+                    .map(|u| u.trim().to_owned())
+                    .filter(|u| !u.is_empty())
+                    .collect(),
+                cluster: self.redis_cluster,
+                prefix: self.redis_prefix,
+            }),
             max_connections: self.max_connections.max(1),
             connection_rate: self.connection_rate,
             publish_rate: self.publish_rate,

@@ -53,6 +53,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Keep history on disk in this directory (the durable engine).
     pub data_dir: Option<std::path::PathBuf>,
+    /// Share channels and history through Redis (the Redis engine).
+    pub redis: Option<crate::engine::redis::RedisConfig>,
     /// Publish key and JWT verification.
     pub auth: Auth,
     /// Origins accepted on WebSocket upgrades, SSE and CORS; `None` accepts any.
@@ -89,6 +91,7 @@ impl Default for ServerConfig {
             ws_pong_timeout: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),
             data_dir: None,
+            redis: None,
             auth: Auth::default(),
             allowed_origins: None,
             demo: false,

@@ -7,6 +7,7 @@
 
 pub mod durable;
 pub mod memory;
+pub mod redis;
 pub mod subscription;
 
 use std::sync::Arc;
@@ -41,6 +42,10 @@ pub struct EngineTotals {
 
 /// Opens the engine `config` asks for (memory unless a store is configured).
 pub async fn open(config: &ServerConfig) -> Result<Arc<dyn Engine>, EngineError> {
+    if let Some(redis) = &config.redis {
+        let engine = redis::RedisEngine::open(redis, config.history).await?;
+        return Ok(Arc::new(engine));
+    }
     match &config.data_dir {
         Some(dir) => {
             let dir = dir.clone();

@@ -13,7 +13,7 @@ use super::history::{History, HistoryLimits};
 use super::id::{MessageId, Since};
 use super::message::Message;
 use super::name::ChannelName;
-use super::subscriber::{Offer, SubscriberHandle, SubscriberId};
+use super::subscriber::{Offer, Signal, SubscriberHandle, SubscriberId};
 
 /// Most idempotency keys remembered per channel.
 const IDEMPOTENCY_KEYS: usize = 1024;
@@ -33,6 +33,17 @@ pub struct Published {
     pub channel: ChannelName,
     pub id: MessageId,
     pub subscribers: usize,
+}
+
+/// What became of a message mirrored from a shared store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mirrored {
+    /// It was the next one: appended and offered to this many subscribers.
+    Appended(usize),
+    /// This copy already had it.
+    Duplicate,
+    /// Another epoch, or messages are missing before it: resynchronise.
+    OutOfStep,
 }
 
 /// Mutable state of one channel.
@@ -80,6 +91,12 @@ impl ChannelState {
         self.subscribers.len()
     }
 
+    /// Forgets subscribers that have gone away; returns how many remain.
+    pub fn live_subscribers(&mut self) -> usize {
+        self.subscribers.retain(|s| !s.is_closed());
+        self.subscribers.len()
+    }
+
     /// The next id this channel will assign.
     pub fn next_id(&self) -> MessageId {
         MessageId::new(self.epoch, self.last_seq + 1)
@@ -95,6 +112,39 @@ impl ChannelState {
         self.subscribers
             .retain(|subscriber| subscriber.offer(&message) == Offer::Queued);
         before
+    }
+
+    /// Appends a message whose id was assigned elsewhere (a shared store):
+    /// the next one is appended and fanned out, an old one is a duplicate,
+    /// anything else means this copy is out of step with the store.
+    pub fn mirror(
+        &mut self,
+        message: Arc<Message>,
+        limits: &HistoryLimits,
+        now_ms: u64,
+    ) -> Mirrored {
+        if message.id.epoch != self.epoch || message.id.seq > self.last_seq + 1 {
+            return Mirrored::OutOfStep;
+        }
+        if message.id.seq <= self.last_seq {
+            return Mirrored::Duplicate;
+        }
+        Mirrored::Appended(self.append(message, limits, now_ms))
+    }
+
+    /// Moves this copy to `epoch` with ids continuing after `last_seq`,
+    /// dropping its history: the store has moved on (a new epoch, or
+    /// messages trimmed before this node saw them). Subscribers are told to
+    /// catch up, so each learns of its gap from the cursor it holds.
+    pub fn rebase(&mut self, epoch: u64, last_seq: u64) {
+        self.epoch = epoch;
+        self.last_seq = last_seq;
+        self.history = History::new();
+        self.idempotency.clear();
+        self.idempotency_order.clear();
+        for subscriber in &self.subscribers {
+            subscriber.signal(Signal::Lagged(self.name.clone()));
+        }
     }
 
     /// The messages a subscriber starting at `since` must receive first.

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
-pub use channel::{ChannelState, Published, Replay};
+pub use channel::{ChannelState, Mirrored, Published, Replay};
 pub use gap::{Gap, GapReason};
 pub use history::{History, HistoryLimits};
 pub use id::{Cursor, CursorError, MessageId, Since};
@@ -205,6 +205,21 @@ impl Hub {
             subscriber.signal(Signal::Deleted(name.clone()));
         }
         true
+    }
+
+    /// Forgets the channel if nobody subscribes to it here (a cached copy
+    /// of a shared store's channel). True if it was forgotten.
+    pub fn forget_unsubscribed(&self, name: &ChannelName) -> bool {
+        self.channels
+            .remove_if(name, |_, channel| {
+                let mut state = channel.state.lock();
+                let unused = state.live_subscribers() == 0;
+                if unused {
+                    state.removed = true;
+                }
+                unused
+            })
+            .is_some()
     }
 
     /// Trims history by age everywhere and forgets channels with nothing left.

@@ -1,0 +1,554 @@
+//! The Redis engine (`--redis URL`): several herald nodes share channels
+//! and history through Redis, and any node can serve any client.
+//!
+//! Redis holds the truth: each channel's epoch and sequence in a hash, its
+//! history in a Stream, and a Pub/Sub topic that carries every new message
+//! to the nodes subscribed to it (`store` and `wire`). Each node keeps a
+//! copy of the channels its own clients use in the local hub, which does
+//! the fan-out, the replay and the seam between them exactly as for the
+//! memory engine. A copy is *ready* while it is known to be in step with
+//! Redis; notes that arrive while it is not (loading, or a hole after a lost
+//! connection) wait in `early` until a read of the Stream has filled in what
+//! was missed. When Redis has moved on without this node (a new epoch after
+//! a flush, messages trimmed before the node saw them) the copy is rebased
+//! and its subscribers catch up from their cursors, so each is told of its
+//! gap rather than left to guess.
+
+mod listener;
+mod store;
+pub mod wire;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+use self::listener::Request;
+use self::store::{unavailable, Connection, Snapshot, Store};
+use self::wire::{Entry, Note};
+use super::{Engine, EngineError, EngineTotals};
+use crate::hub::{
+    new_epoch, now_ms, ChannelActivity, ChannelInfo, ChannelName, ChannelState, Draft,
+    HistoryLimits, Hub, Message, MessageId, Mirrored, Published, Replay, Since, SubscriberHandle,
+    SubscriberId,
+};
+
+/// How to reach Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// One URL (`redis://host:port/db`), or a cluster's seed nodes.
+    pub urls: Vec<String>,
+    /// The URLs are seed nodes of a Redis Cluster.
+    pub cluster: bool,
+    /// Prefix of every key and topic, so several deployments can share a Redis.
+    pub prefix: String,
+}
+
+/// A cached channel unused for this long, with no local subscriber, is dropped
+/// (and its topic unsubscribed).
+const IDLE_COPY: Duration = Duration::from_secs(30);
+
+/// How many times an attach retries when the copy changes under it.
+const ATTACH_ATTEMPTS: usize = 4;
+
+/// This node's copy of one channel.
+#[derive(Default)]
+struct Copy {
+    state: Mutex<CopyState>,
+    /// One synchronisation at a time; attaches wait on it for a ready copy.
+    sync: tokio::sync::Mutex<()>,
+    last_used_ms: AtomicU64,
+}
+
+#[derive(Default)]
+struct CopyState {
+    ready: bool,
+    /// Notes that arrived while the copy was not ready, applied after the next read.
+    early: Vec<Arc<Message>>,
+}
+
+/// State shared by the engine and its Pub/Sub listener.
+pub struct Shared {
+    hub: Hub,
+    store: Store,
+    copies: DashMap<ChannelName, Arc<Copy>>,
+    listener: mpsc::Sender<Request>,
+    listening: AtomicBool,
+}
+
+/// Channels and history shared through Redis; fan-out through its Pub/Sub.
+pub struct RedisEngine {
+    shared: Arc<Shared>,
+}
+
+impl RedisEngine {
+    /// Connects to Redis (lazily for a single server: a node may start
+    /// before Redis and become ready when it answers).
+    pub async fn open(config: &RedisConfig, limits: HistoryLimits) -> Result<Self, EngineError> {
+        let connection: Connection = store::connect(&config.urls, config.cluster).await?;
+        let (requests, queue) = mpsc::channel(1024);
+        let shared = Arc::new(Shared {
+            hub: Hub::new(limits),
+            store: Store::new(connection, config.prefix.clone(), limits),
+            copies: DashMap::new(),
+            listener: requests,
+            listening: AtomicBool::new(false),
+        });
+        tokio::spawn(listener::run(
+            Arc::downgrade(&shared),
+            config.urls.clone(),
+            queue,
+        ));
+        if !shared.store.ping().await {
+            tracing::warn!("Redis does not answer yet; publishes fail with 503 until it does");
+        }
+        Ok(Self { shared })
+    }
+}
+
+fn message_of(channel: &ChannelName, epoch: u64, entry: Entry) -> Arc<Message> {
+    Arc::new(Message::new(
+        channel.clone(),
+        MessageId::new(epoch, entry.seq),
+        entry.event,
+        entry.data,
+        entry.published_at_ms,
+    ))
+}
+
+/// The seq after which a copy rebuilt from `snapshot` continues.
+fn base_of(snapshot: &Snapshot) -> u64 {
+    snapshot
+        .entries
+        .first()
+        .map_or(snapshot.seq, |e| e.seq.saturating_sub(1))
+}
+
+/// Brings a channel's copy in step with what Redis returned, then applies the
+/// notes that arrived meanwhile. False if another read is needed: a note is
+/// ahead of the read (it waits in `early`), or notes of another epoch were
+/// dropped (stale ones from before a reset, or a reset newer than the read).
+fn apply(
+    state: &mut ChannelState,
+    snapshot: &Snapshot,
+    early: &mut Vec<Arc<Message>>,
+    limits: &HistoryLimits,
+    now: u64,
+) -> bool {
+    let channel = state.name.clone();
+    let epoch = snapshot.epoch;
+    if state.epoch != epoch {
+        state.rebase(epoch, base_of(snapshot));
+    }
+    for entry in &snapshot.entries {
+        place(
+            state,
+            message_of(&channel, epoch, entry.clone()),
+            limits,
+            now,
+        );
+    }
+    if state.last_seq < snapshot.seq {
+        // Redis has newer ids than it kept messages for (trimmed by age).
+        state.rebase(epoch, snapshot.seq);
+    }
+    early.sort_by_key(|m| m.id.seq);
+    let mut in_step = true;
+    for message in std::mem::take(early) {
+        if message.id.epoch != epoch {
+            in_step = false;
+        } else if message.id.seq > state.last_seq + 1 {
+            in_step = false;
+            early.push(message);
+        } else {
+            let _ = state.mirror(message, limits, now);
+        }
+    }
+    in_step
+}
+
+/// Appends a message read from the Stream, jumping over a hole (messages
+/// Redis trimmed before this node saw them).
+fn place(state: &mut ChannelState, message: Arc<Message>, limits: &HistoryLimits, now: u64) {
+    if state.mirror(message.clone(), limits, now) == Mirrored::OutOfStep {
+        state.rebase(message.id.epoch, message.id.seq - 1);
+        let _ = state.mirror(message, limits, now);
+    }
+}
+
+impl Shared {
+    fn limits(&self) -> HistoryLimits {
+        *self.hub.limits()
+    }
+
+    fn copy(&self, channel: &ChannelName) -> Arc<Copy> {
+        self.copies.entry(channel.clone()).or_default().clone()
+    }
+
+    fn is_current(&self, channel: &ChannelName, copy: &Arc<Copy>) -> bool {
+        self.copies
+            .get(channel)
+            .is_some_and(|c| Arc::ptr_eq(c.value(), copy))
+    }
+
+    /// Asks the listener to carry the channel's topic, once Redis confirms.
+    async fn listen(&self, channel: &ChannelName) -> Result<(), EngineError> {
+        let (reply, answer) = oneshot::channel();
+        let topic = self.store.keys(channel).topic;
+        self.listener
+            .send(Request::Listen(topic, reply))
+            .await
+            .map_err(|_| unavailable("the Pub/Sub listener stopped"))?;
+        match tokio::time::timeout(store::CALL_TIMEOUT, answer).await {
+            Ok(Ok(result)) => result,
+            _ => Err(unavailable("no Pub/Sub confirmation in time")),
+        }
+    }
+
+    /// A ready copy of `channel`, loading it from Redis if needed.
+    async fn ready_copy(&self, channel: &ChannelName) -> Result<Arc<Copy>, EngineError> {
+        loop {
+            let copy = self.copy(channel);
+            if copy.state.lock().ready {
+                return Ok(copy);
+            }
+            {
+                let _sync = copy.sync.lock().await;
+                if !self.is_current(channel, &copy) {
+                    continue;
+                }
+                if !copy.state.lock().ready {
+                    self.listen(channel).await?;
+                    self.resync(channel, &copy).await?;
+                }
+            }
+            return Ok(copy);
+        }
+    }
+
+    /// Reads from Redis what the copy lacks and applies it; the caller holds `copy.sync`.
+    async fn resync(&self, channel: &ChannelName, copy: &Copy) -> Result<(), EngineError> {
+        copy.state.lock().ready = false;
+        for _ in 0..ATTACH_ATTEMPTS {
+            let local = self.hub.with_existing(channel, |s| (s.epoch, s.last_seq));
+            let snapshot = self
+                .store
+                .read(channel, local, new_epoch(), now_ms())
+                .await?;
+            if let Some((epoch, seq)) = local {
+                if epoch == snapshot.epoch && seq > snapshot.seq {
+                    // Redis went back in time (an older snapshot): reusing
+                    // these ids would repeat them, so start a new epoch.
+                    tracing::warn!(%channel, "Redis is behind this node; starting a new epoch");
+                    self.store
+                        .renew(channel, snapshot.epoch, snapshot.seq, new_epoch())
+                        .await?;
+                    continue;
+                }
+            }
+            let limits = self.limits();
+            let now = now_ms();
+            let mut state = copy.state.lock();
+            let early = &mut state.early;
+            let in_step = match self
+                .hub
+                .with_existing(channel, |s| apply(s, &snapshot, early, &limits, now))
+            {
+                Some(in_step) => in_step,
+                None => {
+                    let mut fresh =
+                        ChannelState::resume(channel.clone(), snapshot.epoch, base_of(&snapshot));
+                    let in_step = apply(&mut fresh, &snapshot, early, &limits, now);
+                    self.hub.restore(fresh);
+                    in_step
+                }
+            };
+            if in_step {
+                state.ready = true;
+                return Ok(());
+            }
+        }
+        Err(unavailable("the channel kept changing while it was read"))
+    }
+
+    /// A note from the listener.
+    fn note(self: &Arc<Self>, channel: &ChannelName, payload: &[u8]) {
+        let note = match wire::note(payload) {
+            Ok(note) => note,
+            Err(error) => {
+                tracing::warn!(%channel, %error, "ignoring a Pub/Sub note");
+                return;
+            }
+        };
+        match note {
+            Note::Deleted => self.forget_deleted(channel),
+            Note::Message { epoch, entry } => {
+                let Some(copy) = self.copies.get(channel).map(|c| c.value().clone()) else {
+                    return;
+                };
+                let message = message_of(channel, epoch, entry);
+                if !self.offer(channel, &copy, message) {
+                    self.spawn_resync(channel.clone(), copy);
+                }
+            }
+        }
+    }
+
+    /// Applies a new message to a ready copy. False if the copy needs a resync
+    /// (the message then waits in `early`).
+    fn offer(&self, channel: &ChannelName, copy: &Copy, message: Arc<Message>) -> bool {
+        let limits = self.limits();
+        let mut state = copy.state.lock();
+        if !state.ready {
+            state.early.push(message);
+            return true;
+        }
+        let outcome = self
+            .hub
+            .with_existing(channel, |s| s.mirror(message.clone(), &limits, now_ms()));
+        match outcome {
+            Some(Mirrored::Appended(_) | Mirrored::Duplicate) => true,
+            _ => {
+                state.ready = false;
+                state.early.push(message);
+                false
+            }
+        }
+    }
+
+    /// Resynchronises a copy in the background, retrying with backoff while
+    /// the Pub/Sub connection is up (a reconnection starts a new one).
+    fn spawn_resync(self: &Arc<Self>, channel: ChannelName, copy: Arc<Copy>) {
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                {
+                    let _sync = copy.sync.lock().await;
+                    if copy.state.lock().ready || !shared.is_current(&channel, &copy) {
+                        return;
+                    }
+                    match shared.resync(&channel, &copy).await {
+                        Ok(()) => return,
+                        Err(error) => {
+                            tracing::debug!(%channel, %error, "could not resynchronise a channel; retrying");
+                        }
+                    }
+                }
+                if !shared.listening.load(Ordering::SeqCst) {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        });
+    }
+
+    fn forget_deleted(&self, channel: &ChannelName) {
+        if let Some((_, copy)) = self.copies.remove(channel) {
+            let mut state = copy.state.lock();
+            state.ready = false;
+            state.early.clear();
+        }
+        self.hub.delete(channel);
+        let _ = self
+            .listener
+            .try_send(Request::Forget(self.store.keys(channel).topic));
+    }
+
+    /// The Pub/Sub connection is up (again): every copy reads what it missed.
+    fn connected(self: &Arc<Self>) {
+        self.listening.store(true, Ordering::SeqCst);
+        let copies: Vec<(ChannelName, Arc<Copy>)> = self
+            .copies
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        for (channel, copy) in copies {
+            self.spawn_resync(channel, copy);
+        }
+    }
+
+    /// The Pub/Sub connection dropped: no copy can be trusted to be current.
+    fn disconnected(&self) {
+        self.listening.store(false, Ordering::SeqCst);
+        for copy in self.copies.iter() {
+            copy.state.lock().ready = false;
+        }
+    }
+
+    /// Drops copies nobody here has used for a while, and their topics.
+    fn sweep(&self, now: u64) {
+        self.hub.sweep(now);
+        let idle_ms = IDLE_COPY.as_millis() as u64;
+        let stale: Vec<(ChannelName, Arc<Copy>)> = self
+            .copies
+            .iter()
+            .filter(|e| {
+                now.saturating_sub(e.value().last_used_ms.load(Ordering::Relaxed)) >= idle_ms
+            })
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        for (channel, copy) in stale {
+            let mut state = copy.state.lock();
+            let gone = self.hub.with_existing(&channel, |_| ()).is_none();
+            if gone || self.hub.forget_unsubscribed(&channel) {
+                state.ready = false;
+                state.early.clear();
+                drop(state);
+                self.copies
+                    .remove_if(&channel, |_, c| Arc::ptr_eq(c, &copy));
+                let _ = self
+                    .listener
+                    .try_send(Request::Forget(self.store.keys(&channel).topic));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Engine for RedisEngine {
+    async fn publish(&self, draft: Draft) -> Result<Published, EngineError> {
+        let shared = &self.shared;
+        let appended = shared.store.publish(&draft, new_epoch(), now_ms()).await?;
+        let id = MessageId::new(appended.epoch, appended.seq);
+        if !appended.repeated {
+            // Deliver here at once rather than after the Pub/Sub round trip;
+            // the note that follows is then a duplicate and skipped.
+            if let Some(copy) = shared.copies.get(&draft.channel).map(|c| c.value().clone()) {
+                copy.last_used_ms.store(now_ms(), Ordering::Relaxed);
+                let message = Arc::new(Message::new(
+                    draft.channel.clone(),
+                    id,
+                    draft.event,
+                    draft.data,
+                    appended.published_at_ms,
+                ));
+                let limits = shared.limits();
+                let state = copy.state.lock();
+                if state.ready {
+                    let _ = shared
+                        .hub
+                        .with_existing(&draft.channel, |s| s.mirror(message, &limits, now_ms()));
+                }
+            }
+        }
+        let subscribers = shared
+            .hub
+            .with_existing(&draft.channel, |s| s.subscriber_count())
+            .unwrap_or(0);
+        Ok(Published {
+            channel: draft.channel,
+            id,
+            subscribers,
+        })
+    }
+
+    async fn attach(
+        &self,
+        channel: &ChannelName,
+        subscriber: &SubscriberHandle,
+        since: Since,
+    ) -> Result<Replay, EngineError> {
+        let shared = &self.shared;
+        let mut resynced = false;
+        for _ in 0..ATTACH_ATTEMPTS {
+            let copy = shared.ready_copy(channel).await?;
+            copy.last_used_ms.store(now_ms(), Ordering::Relaxed);
+            if let Since::After(id) = since {
+                // An id from another node may be ahead of this copy: read
+                // Redis before deciding it is stale.
+                let ahead = shared
+                    .hub
+                    .with_existing(channel, |s| id.epoch != s.epoch || id.seq > s.last_seq)
+                    .unwrap_or(true);
+                if ahead && !resynced {
+                    resynced = true;
+                    let _sync = copy.sync.lock().await;
+                    if shared.is_current(channel, &copy) {
+                        shared.resync(channel, &copy).await?;
+                    }
+                    continue;
+                }
+            }
+            let mut state = copy.state.lock();
+            if !state.ready {
+                continue;
+            }
+            match shared
+                .hub
+                .with_existing(channel, |s| s.attach(subscriber, since))
+            {
+                Some(replay) => return Ok(replay),
+                // The hub forgot the channel (idle): load it again.
+                None => state.ready = false,
+            }
+        }
+        Err(unavailable("the channel kept changing while subscribing"))
+    }
+
+    fn detach(&self, channel: &ChannelName, subscriber: SubscriberId) {
+        self.shared.hub.detach(channel, subscriber);
+    }
+
+    async fn info(&self, channel: &ChannelName) -> Result<Option<ChannelInfo>, EngineError> {
+        let shared = &self.shared;
+        let Some(stored) = shared.store.info(channel, now_ms()).await? else {
+            return Ok(None);
+        };
+        let subscribers = shared
+            .hub
+            .with_existing(channel, |s| s.live_subscribers())
+            .unwrap_or(0);
+        Ok(Some(ChannelInfo {
+            channel: channel.clone(),
+            subscribers,
+            messages: stored.messages,
+            bytes: stored.bytes,
+            first_id: stored
+                .first_seq
+                .map(|seq| MessageId::new(stored.epoch, seq)),
+            last_id: (stored.seq > 0).then(|| MessageId::new(stored.epoch, stored.seq)),
+        }))
+    }
+
+    async fn delete(&self, channel: &ChannelName) -> Result<bool, EngineError> {
+        let existed = self.shared.store.delete(channel).await?;
+        let known_here = self.shared.hub.with_existing(channel, |_| ()).is_some();
+        self.shared.forget_deleted(channel);
+        Ok(existed || known_here)
+    }
+
+    async fn is_ready(&self) -> bool {
+        self.shared.listening.load(Ordering::SeqCst) && self.shared.store.ping().await
+    }
+
+    fn sweep(&self) {
+        self.shared.sweep(now_ms());
+    }
+
+    fn channel_count(&self) -> usize {
+        self.shared.hub.channel_count()
+    }
+
+    fn activity(&self) -> Vec<ChannelActivity> {
+        self.shared.hub.activity()
+    }
+
+    fn totals(&self) -> EngineTotals {
+        let (history_messages, history_bytes) = self.shared.hub.history_totals();
+        EngineTotals {
+            channels: self.shared.hub.channel_count(),
+            history_messages,
+            history_bytes,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+}

@@ -1,0 +1,28 @@
+-- Appends one message and fans it out: one round trip per publish.
+-- KEYS: meta, log, idempotency key (same hash slot; unused when ARGV[8] ~= '1')
+-- ARGV: data, event ('' for none), now ms, candidate epoch, max messages,
+--       max bytes, ttl ms, use idempotency key ('1'/'0'), Pub/Sub channel, weight
+-- Returns {epoch, seq, published_at, repeated (0/1)}.
+local meta, log, idem = KEYS[1], KEYS[2], KEYS[3]
+local now, ttl = tonumber(ARGV[3]), tonumber(ARGV[7])
+local epoch = epoch_of(meta, log, ARGV[4], 2 * ttl)
+if ARGV[8] == '1' then
+  local earlier = redis.call('GET', idem)
+  if earlier then
+    local e, s, t = string.match(earlier, '^(%w+) (%d+) (%d+)$')
+    if e == epoch then
+      return {epoch, tonumber(s), tonumber(t), 1}
+    end
+  end
+end
+local seq = redis.call('HINCRBY', meta, 'seq', 1)
+redis.call('XADD', log, seq .. '-0', 'd', ARGV[1], 'e', ARGV[2], 't', ARGV[3], 'w', ARGV[10])
+redis.call('HINCRBY', meta, 'bytes', tonumber(ARGV[10]))
+trim(meta, log, now, tonumber(ARGV[5]), tonumber(ARGV[6]), ttl)
+redis.call('PEXPIRE', meta, 2 * ttl)
+redis.call('PEXPIRE', log, 2 * ttl)
+if ARGV[8] == '1' then
+  redis.call('SET', idem, epoch .. ' ' .. seq .. ' ' .. ARGV[3], 'PX', ttl)
+end
+redis.call('PUBLISH', ARGV[9], 'm\n' .. epoch .. '\n' .. seq .. '\n' .. ARGV[3] .. '\n' .. ARGV[2] .. '\n' .. ARGV[1])
+return {epoch, seq, now, 0}

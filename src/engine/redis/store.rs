@@ -1,0 +1,379 @@
+//! Redis as the shared store: key names, the Lua scripts and typed calls.
+//!
+//! Every change to a channel is one script, so it is atomic inside Redis:
+//! the sequence number is taken, the message appended to the channel's
+//! Stream, history trimmed and the message published to the channel's
+//! Pub/Sub topic in one step, and ids are gap-free and the same on every
+//! node. A channel's keys share the hash tag `{channel}`, so in a Redis
+//! Cluster they live in one slot and the scripts may touch them together.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
+
+use super::wire::{self, Entry};
+use crate::engine::EngineError;
+use crate::hub::{ChannelName, Draft, HistoryLimits};
+
+/// How long one Redis call may take before the caller is told Redis is unavailable.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+const PRELUDE: &str = include_str!("trim.lua");
+
+/// Where herald's keys for one channel live.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub meta: String,
+    pub log: String,
+    pub topic: String,
+    idempotency_prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str, channel: &ChannelName) -> Self {
+        let base = format!("{prefix}:{{{}}}", channel.as_str());
+        Self {
+            meta: format!("{base}:meta"),
+            log: format!("{base}:log"),
+            topic: format!("{base}:live"),
+            idempotency_prefix: format!("{base}:idem:"),
+        }
+    }
+
+    fn idempotency(&self, key: Option<&str>) -> String {
+        format!("{}{}", self.idempotency_prefix, key.unwrap_or(""))
+    }
+}
+
+/// The channel named by a Pub/Sub topic (`PREFIX:{channel}:live`).
+pub fn channel_of_topic(topic: &str) -> Option<ChannelName> {
+    let start = topic.find('{')? + 1;
+    let end = start + topic[start..].find('}')?;
+    ChannelName::parse(&topic[start..end]).ok()
+}
+
+/// A command connection: one multiplexed connection to a Redis server, or a
+/// cluster client that routes each call by its keys' slot. Both pipeline
+/// concurrent calls over few sockets, so a publish costs one round trip.
+#[derive(Clone)]
+pub enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+pub fn unavailable(error: impl std::fmt::Display) -> EngineError {
+    EngineError::Unavailable(format!("redis: {error}"))
+}
+
+/// The outcome of the publish script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub epoch: u64,
+    pub seq: u64,
+    pub published_at_ms: u64,
+    /// An earlier publish with the same idempotency key answered instead.
+    pub repeated: bool,
+}
+
+/// What a synchronisation read found.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub epoch: u64,
+    pub seq: u64,
+    /// Oldest first; only those after the node's seq when its epoch matched.
+    pub entries: Vec<Entry>,
+}
+
+/// A channel as Redis holds it, for `GET /pub/{channel}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub epoch: u64,
+    pub seq: u64,
+    pub messages: usize,
+    pub bytes: usize,
+    /// Seq of the oldest message kept, if any.
+    pub first_seq: Option<u64>,
+}
+
+/// The scripts and the connection that runs them.
+pub struct Store {
+    connection: Connection,
+    prefix: String,
+    limits: HistoryLimits,
+    publish: Script,
+    read: Script,
+    info: Script,
+    delete: Script,
+    renew: Script,
+}
+
+fn with_prelude(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}\n{body}"))
+}
+
+fn epoch_text(epoch: u64) -> String {
+    crate::hub::MessageId::new(epoch, 0)
+        .to_string()
+        .trim_end_matches("-0")
+        .to_owned()
+}
+
+fn parse_epoch(text: &str) -> Result<u64, EngineError> {
+    u64::from_str_radix(text, 36).map_err(|_| unavailable(format!("bad epoch {text:?} in Redis")))
+}
+
+async fn bounded<T>(
+    future: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, EngineError> {
+    match tokio::time::timeout(CALL_TIMEOUT, future).await {
+        Ok(result) => result.map_err(unavailable),
+        Err(_) => Err(unavailable("no answer in time")),
+    }
+}
+
+impl Store {
+    pub fn new(connection: Connection, prefix: String, limits: HistoryLimits) -> Self {
+        Self {
+            connection,
+            prefix,
+            limits,
+            publish: with_prelude(include_str!("publish.lua")),
+            read: with_prelude(include_str!("read.lua")),
+            info: with_prelude(include_str!("info.lua")),
+            delete: Script::new(include_str!("delete.lua")),
+            renew: Script::new(include_str!("renew.lua")),
+        }
+    }
+
+    pub fn keys(&self, channel: &ChannelName) -> Keys {
+        Keys::new(&self.prefix, channel)
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        (self.limits.ttl.as_millis() as u64).max(1)
+    }
+
+    /// Appends `draft` with the next id of its channel and publishes it to every node.
+    pub async fn publish(
+        &self,
+        draft: &Draft,
+        candidate_epoch: u64,
+        now_ms: u64,
+    ) -> Result<Appended, EngineError> {
+        let keys = self.keys(&draft.channel);
+        let weight = draft.data.len() + draft.channel.as_str().len() + 64;
+        let mut call = self.publish.prepare_invoke();
+        call.key(&keys.meta)
+            .key(&keys.log)
+            .key(keys.idempotency(draft.idempotency_key.as_deref()))
+            .arg(&draft.data[..])
+            .arg(draft.event.as_ref().map_or("", |e| e.as_str()))
+            .arg(now_ms)
+            .arg(epoch_text(candidate_epoch))
+            .arg(self.limits.max_messages)
+            .arg(self.limits.max_bytes)
+            .arg(self.ttl_ms())
+            .arg(if draft.idempotency_key.is_some() {
+                "1"
+            } else {
+                "0"
+            })
+            .arg(&keys.topic)
+            .arg(weight);
+        let mut connection = self.connection.clone();
+        let (epoch, seq, published_at_ms, repeated): (String, u64, u64, u8) =
+            bounded(call.invoke_async(&mut connection)).await?;
+        Ok(Appended {
+            epoch: parse_epoch(&epoch)?,
+            seq,
+            published_at_ms,
+            repeated: repeated == 1,
+        })
+    }
+
+    /// Reads what a node holding `local` (its epoch and newest seq) lacks.
+    pub async fn read(
+        &self,
+        channel: &ChannelName,
+        local: Option<(u64, u64)>,
+        candidate_epoch: u64,
+        now_ms: u64,
+    ) -> Result<Snapshot, EngineError> {
+        let keys = self.keys(channel);
+        let (local_epoch, local_seq) = match local {
+            Some((epoch, seq)) => (epoch_text(epoch), seq),
+            None => (String::new(), 0),
+        };
+        let mut call = self.read.prepare_invoke();
+        call.key(&keys.meta)
+            .key(&keys.log)
+            .arg(epoch_text(candidate_epoch))
+            .arg(local_epoch)
+            .arg(local_seq)
+            .arg(now_ms)
+            .arg(self.limits.max_messages)
+            .arg(self.limits.max_bytes)
+            .arg(self.ttl_ms());
+        let mut connection = self.connection.clone();
+        let (epoch, seq, entries): (String, u64, Value) =
+            bounded(call.invoke_async(&mut connection)).await?;
+        Ok(Snapshot {
+            epoch: parse_epoch(&epoch)?,
+            seq,
+            entries: wire::entries(entries).map_err(unavailable)?,
+        })
+    }
+
+    /// The channel as Redis holds it, or `None` if Redis does not know it.
+    pub async fn info(
+        &self,
+        channel: &ChannelName,
+        now_ms: u64,
+    ) -> Result<Option<Stored>, EngineError> {
+        let keys = self.keys(channel);
+        let mut call = self.info.prepare_invoke();
+        call.key(&keys.meta)
+            .key(&keys.log)
+            .arg(now_ms)
+            .arg(self.limits.max_messages)
+            .arg(self.limits.max_bytes)
+            .arg(self.ttl_ms());
+        let mut connection = self.connection.clone();
+        let found: Option<(String, u64, usize, usize, u64)> =
+            bounded(call.invoke_async(&mut connection)).await?;
+        found
+            .map(|(epoch, seq, messages, bytes, first)| {
+                Ok(Stored {
+                    epoch: parse_epoch(&epoch)?,
+                    seq,
+                    messages,
+                    bytes,
+                    first_seq: (first > 0).then_some(first),
+                })
+            })
+            .transpose()
+    }
+
+    /// Drops the channel's keys and tells every node; true if Redis had it.
+    pub async fn delete(&self, channel: &ChannelName) -> Result<bool, EngineError> {
+        let keys = self.keys(channel);
+        let mut call = self.delete.prepare_invoke();
+        call.key(&keys.meta).key(&keys.log).arg(&keys.topic);
+        let mut connection = self.connection.clone();
+        let existed: u64 = bounded(call.invoke_async(&mut connection)).await?;
+        Ok(existed > 0)
+    }
+
+    /// Starts a new epoch if Redis still holds `epoch` at `seq` (it went back in time).
+    pub async fn renew(
+        &self,
+        channel: &ChannelName,
+        epoch: u64,
+        seq: u64,
+        new_epoch: u64,
+    ) -> Result<(), EngineError> {
+        let keys = self.keys(channel);
+        let mut call = self.renew.prepare_invoke();
+        call.key(&keys.meta)
+            .key(&keys.log)
+            .arg(epoch_text(epoch))
+            .arg(seq)
+            .arg(epoch_text(new_epoch))
+            .arg(2 * self.ttl_ms());
+        let mut connection = self.connection.clone();
+        let _: u64 = bounded(call.invoke_async(&mut connection)).await?;
+        Ok(())
+    }
+
+    /// Whether Redis answers now.
+    pub async fn ping(&self) -> bool {
+        let mut connection = self.connection.clone();
+        let answer: Result<String, _> =
+            bounded(redis::cmd("PING").query_async(&mut connection)).await;
+        answer.is_ok()
+    }
+}
+
+/// Opens the command connection without waiting for Redis (it connects on first use).
+pub async fn connect(urls: &[String], cluster: bool) -> Result<Connection, EngineError> {
+    if cluster {
+        let client = redis::cluster::ClusterClientBuilder::new(urls.to_vec())
+            .connection_timeout(Duration::from_secs(1))
+            .response_timeout(CALL_TIMEOUT)
+            .retries(2)
+            .build()
+            .map_err(unavailable)?;
+        let connection = bounded(client.get_async_connection()).await?;
+        return Ok(Connection::Cluster(connection));
+    }
+    let url = urls
+        .first()
+        .ok_or_else(|| unavailable("no Redis URL given"))?;
+    let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(CALL_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500));
+    let manager = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+    Ok(Connection::Single(manager))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_channel_hash_tag() {
+        let channel = ChannelName::parse("chat.room-1").unwrap();
+        let keys = Keys::new("herald", &channel);
+        for key in [
+            &keys.meta,
+            &keys.log,
+            &keys.topic,
+            &keys.idempotency(Some("k")),
+        ] {
+            assert!(key.starts_with("herald:{chat.room-1}:"), "{key}");
+        }
+        assert_eq!(channel_of_topic(&keys.topic), Some(channel));
+        assert_eq!(channel_of_topic("herald:nothing"), None);
+    }
+
+    #[test]
+    fn epochs_round_trip_through_their_text() {
+        for epoch in [1, 35, 36, 36u64.pow(8) - 1] {
+            assert_eq!(parse_epoch(&epoch_text(epoch)).unwrap(), epoch);
+        }
+    }
+}

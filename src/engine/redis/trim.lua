@@ -1,0 +1,47 @@
+-- Prelude of the scripts that change a channel. Drops the oldest entries of
+-- the log beyond the count, byte and age limits, keeping the byte total in
+-- the meta hash. Entries only ever leave from the head, so XTRIM MAXLEN
+-- (Redis 5+) removes exactly the ones counted here. Entry ids are `SEQ-0`.
+local function trim(meta, log, now, max_messages, max_bytes, ttl)
+  local count = redis.call('XLEN', log)
+  local bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
+  local drop, freed, start, done = 0, 0, '-', false
+  while not done and drop < count do
+    local batch = redis.call('XRANGE', log, start, '+', 'COUNT', 16)
+    if #batch == 0 then break end
+    for i = 1, #batch do
+      local fields, t, w = batch[i][2], 0, 0
+      for f = 1, #fields, 2 do
+        if fields[f] == 't' then t = tonumber(fields[f + 1]) end
+        if fields[f] == 'w' then w = tonumber(fields[f + 1]) end
+      end
+      if count - drop > max_messages or bytes - freed > max_bytes or now - t >= ttl then
+        drop = drop + 1
+        freed = freed + w
+      else
+        done = true
+        break
+      end
+    end
+    start = (tonumber(string.match(batch[#batch][1], '^(%d+)')) + 1) .. '-0'
+  end
+  if drop > 0 then
+    redis.call('XTRIM', log, 'MAXLEN', count - drop)
+    redis.call('HINCRBY', meta, 'bytes', -freed)
+  end
+  return count - drop
+end
+
+-- A channel's meta hash, created with `epoch` if Redis has none (first use,
+-- or the data was lost). A log left without its meta belongs to no epoch and
+-- is dropped, so ids never repeat.
+local function epoch_of(meta, log, candidate, keep_ms)
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if not epoch then
+    redis.call('DEL', log)
+    epoch = candidate
+    redis.call('HSET', meta, 'epoch', epoch, 'seq', 0, 'bytes', 0)
+    redis.call('PEXPIRE', meta, keep_ms)
+  end
+  return epoch
+end

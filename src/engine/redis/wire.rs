@@ -1,0 +1,222 @@
+//! What herald writes into Redis and reads back, as pure functions: the
+//! Pub/Sub notes nodes send each other and the Stream entries of a
+//! channel's history.
+//!
+//! A note is `m\nEPOCH\nSEQ\nPUBLISHED_AT\nEVENT\nDATA` for a new message
+//! (EPOCH in base 36 as in ids, EVENT empty when there is none, DATA the raw
+//! bytes) or `d\n` when the channel was deleted. Event names cannot hold a
+//! newline, so the first five newlines are always separators.
+
+use bytes::Bytes;
+use redis::Value;
+use thiserror::Error;
+
+use crate::hub::EventName;
+
+/// A Pub/Sub note or Stream entry that herald did not write.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("unexpected data from Redis: {0}")]
+pub struct WireError(&'static str);
+
+/// One message of a channel's Stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub seq: u64,
+    pub published_at_ms: u64,
+    pub event: Option<EventName>,
+    pub data: Bytes,
+}
+
+/// A note from the node that changed a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    Message { epoch: u64, entry: Entry },
+    Deleted,
+}
+
+fn number(raw: &[u8], radix: u32) -> Result<u64, WireError> {
+    std::str::from_utf8(raw)
+        .ok()
+        .and_then(|s| u64::from_str_radix(s, radix).ok())
+        .ok_or(WireError("a number"))
+}
+
+fn event(raw: &[u8]) -> Result<Option<EventName>, WireError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let text = std::str::from_utf8(raw).map_err(|_| WireError("an event name"))?;
+    EventName::parse(text)
+        .map(Some)
+        .map_err(|_| WireError("an event name"))
+}
+
+/// Parses a Pub/Sub payload.
+pub fn note(payload: &[u8]) -> Result<Note, WireError> {
+    if payload.starts_with(b"d\n") {
+        return Ok(Note::Deleted);
+    }
+    let body = payload
+        .strip_prefix(b"m\n")
+        .ok_or(WireError("a note kind"))?;
+    let mut parts = body.splitn(5, |b| *b == b'\n');
+    let mut next = || parts.next().ok_or(WireError("a complete note"));
+    let epoch = number(next()?, 36)?;
+    let seq = number(next()?, 10)?;
+    let published_at_ms = number(next()?, 10)?;
+    let event = event(next()?)?;
+    let data = Bytes::copy_from_slice(next()?);
+    Ok(Note::Message {
+        epoch,
+        entry: Entry {
+            seq,
+            published_at_ms,
+            event,
+            data,
+        },
+    })
+}
+
+/// Encodes a message note as the publish script does (for tests and tools).
+pub fn message_note(epoch_text: &str, entry: &Entry) -> Vec<u8> {
+    let mut out = format!(
+        "m\n{epoch_text}\n{}\n{}\n{}\n",
+        entry.seq,
+        entry.published_at_ms,
+        entry.event.as_ref().map_or("", |e| e.as_str())
+    )
+    .into_bytes();
+    out.extend_from_slice(&entry.data);
+    out
+}
+
+fn bulk(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.as_bytes()),
+        _ => None,
+    }
+}
+
+/// Parses an `XRANGE` reply of entries `SEQ-0 {d, e, t, w}`.
+pub fn entries(reply: Value) -> Result<Vec<Entry>, WireError> {
+    let items = match reply {
+        Value::Array(items) => items,
+        Value::Nil => return Ok(Vec::new()),
+        _ => return Err(WireError("a list of entries")),
+    };
+    items.iter().map(entry).collect()
+}
+
+fn entry(item: &Value) -> Result<Entry, WireError> {
+    let Value::Array(pair) = item else {
+        return Err(WireError("an entry"));
+    };
+    let [id, Value::Array(fields)] = pair.as_slice() else {
+        return Err(WireError("an entry"));
+    };
+    let id = bulk(id).ok_or(WireError("an entry id"))?;
+    let seq_text = id.split(|b| *b == b'-').next().unwrap_or(id);
+    let mut entry = Entry {
+        seq: number(seq_text, 10)?,
+        published_at_ms: 0,
+        event: None,
+        data: Bytes::new(),
+    };
+    for pair in fields.chunks(2) {
+        let [name, value] = pair else {
+            return Err(WireError("entry fields in pairs"));
+        };
+        let value = bulk(value).ok_or(WireError("an entry field"))?;
+        match bulk(name) {
+            Some(b"d") => entry.data = Bytes::copy_from_slice(value),
+            Some(b"e") => entry.event = event(value)?,
+            Some(b"t") => entry.published_at_ms = number(value, 10)?,
+            _ => {}
+        }
+    }
+    Ok(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(data: &[u8], event: Option<&str>) -> Entry {
+        Entry {
+            seq: 42,
+            published_at_ms: 1_700_000_000_123,
+            event: event.map(|e| EventName::parse(e).unwrap()),
+            data: Bytes::copy_from_slice(data),
+        }
+    }
+
+    #[test]
+    fn notes_round_trip_any_data() {
+        for (data, event) in [
+            (&b"hello"[..], None),
+            (&b"line one\nline two\n\n"[..], Some("update")),
+            (&[0u8, 255, 10, 13, 10][..], None),
+            (&b""[..], Some("x")),
+        ] {
+            let entry = sample(data, event);
+            let epoch = 36u64.pow(7) + 5;
+            let text = crate::hub::MessageId::new(epoch, 0).to_string();
+            let payload = message_note(text.trim_end_matches("-0"), &entry);
+            assert_eq!(note(&payload), Ok(Note::Message { epoch, entry }));
+        }
+        assert_eq!(note(b"d\n"), Ok(Note::Deleted));
+    }
+
+    #[test]
+    fn foreign_notes_are_refused() {
+        for payload in [
+            &b""[..],
+            b"x\n1",
+            b"m\n",
+            b"m\nzz\nnotanumber\n1\n\n",
+            b"m\n1\n2\n3\nbad event!\n",
+        ] {
+            assert!(note(payload).is_err(), "{payload:?}");
+        }
+    }
+
+    #[test]
+    fn stream_entries_are_read_in_order() {
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                Value::BulkString(b"7-0".to_vec()),
+                Value::Array(
+                    [("d", &b"a\nb"[..]), ("e", b""), ("t", b"100"), ("w", b"70")]
+                        .iter()
+                        .flat_map(|(k, v)| {
+                            [
+                                Value::BulkString(k.as_bytes().to_vec()),
+                                Value::BulkString(v.to_vec()),
+                            ]
+                        })
+                        .collect(),
+                ),
+            ]),
+            Value::Array(vec![
+                Value::BulkString(b"8-0".to_vec()),
+                Value::Array(vec![
+                    Value::BulkString(b"d".to_vec()),
+                    Value::BulkString(vec![0, 1]),
+                    Value::BulkString(b"e".to_vec()),
+                    Value::BulkString(b"tick".to_vec()),
+                    Value::BulkString(b"t".to_vec()),
+                    Value::BulkString(b"200".to_vec()),
+                ]),
+            ]),
+        ]);
+        let parsed = entries(reply).unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!((parsed[0].seq, parsed[0].published_at_ms), (7, 100));
+        assert_eq!(&parsed[0].data[..], b"a\nb");
+        assert_eq!(parsed[0].event, None);
+        assert_eq!(parsed[1].seq, 8);
+        assert_eq!(parsed[1].event.as_ref().map(|e| e.as_str()), Some("tick"));
+        assert!(entries(Value::Int(3)).is_err());
+    }
+}
