@@ -18,6 +18,7 @@ mod listener;
 mod store;
 pub mod wire;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +79,9 @@ pub struct Shared {
     copies: DashMap<ChannelName, Arc<Copy>>,
     listener: mpsc::Sender<Request>,
     listening: AtomicBool,
+    /// Subscriber counts last reported to Redis, and when.
+    reported: Mutex<HashMap<ChannelName, (usize, u64)>>,
+    reporting: AtomicBool,
 }
 
 /// Channels and history shared through Redis; fan-out through its Pub/Sub.
@@ -97,6 +101,8 @@ impl RedisEngine {
             copies: DashMap::new(),
             listener: requests,
             listening: AtomicBool::new(false),
+            reported: Mutex::new(HashMap::new()),
+            reporting: AtomicBool::new(false),
         });
         tokio::spawn(listener::run(
             Arc::downgrade(&shared),
@@ -381,6 +387,65 @@ impl Shared {
         }
     }
 
+    /// Tells Redis how many subscribers this node has on each channel whose
+    /// count changed, and refreshes the others before their reports expire.
+    fn report_subscribers(self: &Arc<Self>, now: u64) {
+        if self.reporting.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let refresh_ms = store::REPORT_VALIDITY.as_millis() as u64 / 3;
+        let mut changed = Vec::new();
+        {
+            let mut reported = self.reported.lock();
+            for entry in self.copies.iter() {
+                let channel = entry.key();
+                let count = self
+                    .hub
+                    .with_existing(channel, |s| s.live_subscribers())
+                    .unwrap_or(0);
+                let due = match reported.get(channel) {
+                    Some(&(last, at)) => last != count || (count > 0 && now - at >= refresh_ms),
+                    None => count > 0,
+                };
+                if due {
+                    reported.insert(channel.clone(), (count, now));
+                    changed.push((channel.clone(), count));
+                }
+            }
+            // Channels whose copy was dropped count zero here now.
+            let gone: Vec<ChannelName> = reported
+                .keys()
+                .filter(|c| !self.copies.contains_key(*c))
+                .cloned()
+                .collect();
+            for channel in gone {
+                if reported
+                    .remove(&channel)
+                    .is_some_and(|(count, _)| count > 0)
+                {
+                    changed.push((channel, 0));
+                }
+            }
+        }
+        if changed.is_empty() {
+            self.reporting.store(false, Ordering::SeqCst);
+            return;
+        }
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let expires = now + store::REPORT_VALIDITY.as_millis() as u64;
+            if let Err(error) = shared.store.report(&changed, expires).await {
+                tracing::debug!(%error, "could not report subscriber counts");
+                // Report them all again next time.
+                let mut reported = shared.reported.lock();
+                for (channel, _) in &changed {
+                    reported.remove(channel);
+                }
+            }
+            shared.reporting.store(false, Ordering::SeqCst);
+        });
+    }
+
     /// Drops copies nobody here has used for a while, and their topics.
     fn sweep(&self, now: u64) {
         self.hub.sweep(now);
@@ -440,7 +505,8 @@ impl Engine for RedisEngine {
         let subscribers = shared
             .hub
             .with_existing(&draft.channel, |s| s.subscriber_count())
-            .unwrap_or(0);
+            .unwrap_or(0)
+            + appended.remote_subscribers;
         Ok(Published {
             channel: draft.channel,
             id,
@@ -503,7 +569,8 @@ impl Engine for RedisEngine {
         let subscribers = shared
             .hub
             .with_existing(channel, |s| s.live_subscribers())
-            .unwrap_or(0);
+            .unwrap_or(0)
+            + stored.remote_subscribers;
         Ok(Some(ChannelInfo {
             channel: channel.clone(),
             subscribers,
@@ -528,7 +595,9 @@ impl Engine for RedisEngine {
     }
 
     fn sweep(&self) {
-        self.shared.sweep(now_ms());
+        let now = now_ms();
+        self.shared.sweep(now);
+        self.shared.report_subscribers(now);
     }
 
     fn channel_count(&self) -> usize {

@@ -1,8 +1,9 @@
 -- Appends one message and fans it out: one round trip per publish.
--- KEYS: meta, log, idempotency key (same hash slot; unused when ARGV[8] ~= '1')
+-- KEYS: meta, log, idempotency key (same hash slot; unused when ARGV[8] ~= '1'), nodes
 -- ARGV: data, event ('' for none), now ms, candidate epoch, max messages,
---       max bytes, ttl ms, use idempotency key ('1'/'0'), Pub/Sub channel, weight
--- Returns {epoch, seq, published_at, repeated (0/1)}.
+--       max bytes, ttl ms, use idempotency key ('1'/'0'), Pub/Sub channel, weight,
+--       this node's id
+-- Returns {epoch, seq, published_at, repeated (0/1), subscribers on other nodes}.
 local meta, log, idem = KEYS[1], KEYS[2], KEYS[3]
 local now, ttl = tonumber(ARGV[3]), tonumber(ARGV[7])
 local epoch = epoch_of(meta, log, ARGV[4], 2 * ttl)
@@ -11,7 +12,7 @@ if ARGV[8] == '1' then
   if earlier then
     local e, s, t = string.match(earlier, '^(%w+) (%d+) (%d+)$')
     if e == epoch then
-      return {epoch, tonumber(s), tonumber(t), 1}
+      return {epoch, tonumber(s), tonumber(t), 1, others(KEYS[4], ARGV[11], now)}
     end
   end
 end
@@ -25,4 +26,4 @@ if ARGV[8] == '1' then
   redis.call('SET', idem, epoch .. ' ' .. seq .. ' ' .. ARGV[3], 'PX', ttl)
 end
 redis.call('PUBLISH', ARGV[9], 'm\n' .. epoch .. '\n' .. seq .. '\n' .. ARGV[3] .. '\n' .. ARGV[2] .. '\n' .. ARGV[1])
-return {epoch, seq, now, 0}
+return {epoch, seq, now, 0, others(KEYS[4], ARGV[11], now)}

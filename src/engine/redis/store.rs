@@ -22,12 +22,17 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 const PRELUDE: &str = include_str!("trim.lua");
 
+/// How long a node's reported subscriber count stays valid without a refresh.
+pub const REPORT_VALIDITY: Duration = Duration::from_secs(30);
+
 /// Where herald's keys for one channel live.
 #[derive(Debug, Clone)]
 pub struct Keys {
     pub meta: String,
     pub log: String,
     pub topic: String,
+    /// Subscriber counts reported by each node.
+    pub nodes: String,
     idempotency_prefix: String,
 }
 
@@ -38,6 +43,7 @@ impl Keys {
             meta: format!("{base}:meta"),
             log: format!("{base}:log"),
             topic: format!("{base}:live"),
+            nodes: format!("{base}:nodes"),
             idempotency_prefix: format!("{base}:idem:"),
         }
     }
@@ -103,6 +109,8 @@ pub struct Appended {
     pub published_at_ms: u64,
     /// An earlier publish with the same idempotency key answered instead.
     pub repeated: bool,
+    /// Subscribers on the other nodes, as they last reported.
+    pub remote_subscribers: usize,
 }
 
 /// What a synchronisation read found.
@@ -123,6 +131,8 @@ pub struct Stored {
     pub bytes: usize,
     /// Seq of the oldest message kept, if any.
     pub first_seq: Option<u64>,
+    /// Subscribers on the other nodes, as they last reported.
+    pub remote_subscribers: usize,
 }
 
 /// The scripts and the connection that runs them.
@@ -130,6 +140,8 @@ pub struct Store {
     connection: Connection,
     prefix: String,
     limits: HistoryLimits,
+    /// This node's name in the channels' nodes hashes.
+    node: String,
     publish: Script,
     read: Script,
     info: Script,
@@ -167,6 +179,7 @@ impl Store {
             connection,
             prefix,
             limits,
+            node: format!("{:016x}", rand::random::<u64>()),
             publish: with_prelude(include_str!("publish.lua")),
             read: with_prelude(include_str!("read.lua")),
             info: with_prelude(include_str!("info.lua")),
@@ -196,6 +209,7 @@ impl Store {
         call.key(&keys.meta)
             .key(&keys.log)
             .key(keys.idempotency(draft.idempotency_key.as_deref()))
+            .key(&keys.nodes)
             .arg(&draft.data[..])
             .arg(draft.event.as_ref().map_or("", |e| e.as_str()))
             .arg(now_ms)
@@ -209,15 +223,22 @@ impl Store {
                 "0"
             })
             .arg(&keys.topic)
-            .arg(weight);
+            .arg(weight)
+            .arg(&self.node);
         let mut connection = self.connection.clone();
-        let (epoch, seq, published_at_ms, repeated): (String, u64, u64, u8) =
-            bounded(call.invoke_async(&mut connection)).await?;
+        let (epoch, seq, published_at_ms, repeated, remote_subscribers): (
+            String,
+            u64,
+            u64,
+            u8,
+            usize,
+        ) = bounded(call.invoke_async(&mut connection)).await?;
         Ok(Appended {
             epoch: parse_epoch(&epoch)?,
             seq,
             published_at_ms,
             repeated: repeated == 1,
+            remote_subscribers,
         })
     }
 
@@ -264,21 +285,24 @@ impl Store {
         let mut call = self.info.prepare_invoke();
         call.key(&keys.meta)
             .key(&keys.log)
+            .key(&keys.nodes)
             .arg(now_ms)
             .arg(self.limits.max_messages)
             .arg(self.limits.max_bytes)
-            .arg(self.ttl_ms());
+            .arg(self.ttl_ms())
+            .arg(&self.node);
         let mut connection = self.connection.clone();
-        let found: Option<(String, u64, usize, usize, u64)> =
+        let found: Option<(String, u64, usize, usize, u64, usize)> =
             bounded(call.invoke_async(&mut connection)).await?;
         found
-            .map(|(epoch, seq, messages, bytes, first)| {
+            .map(|(epoch, seq, messages, bytes, first, remote_subscribers)| {
                 Ok(Stored {
                     epoch: parse_epoch(&epoch)?,
                     seq,
                     messages,
                     bytes,
                     first_seq: (first > 0).then_some(first),
+                    remote_subscribers,
                 })
             })
             .transpose()
@@ -288,7 +312,10 @@ impl Store {
     pub async fn delete(&self, channel: &ChannelName) -> Result<bool, EngineError> {
         let keys = self.keys(channel);
         let mut call = self.delete.prepare_invoke();
-        call.key(&keys.meta).key(&keys.log).arg(&keys.topic);
+        call.key(&keys.meta)
+            .key(&keys.log)
+            .key(&keys.nodes)
+            .arg(&keys.topic);
         let mut connection = self.connection.clone();
         let existed: u64 = bounded(call.invoke_async(&mut connection)).await?;
         Ok(existed > 0)
@@ -312,6 +339,35 @@ impl Store {
             .arg(2 * self.ttl_ms());
         let mut connection = self.connection.clone();
         let _: u64 = bounded(call.invoke_async(&mut connection)).await?;
+        Ok(())
+    }
+
+    /// Reports this node's subscriber count on each channel, valid until
+    /// `expires_ms` (a node that stops reporting stops being counted).
+    pub async fn report(
+        &self,
+        counts: &[(ChannelName, usize)],
+        expires_ms: u64,
+    ) -> Result<(), EngineError> {
+        let keep_ms = 2 * REPORT_VALIDITY.as_millis() as u64;
+        let mut connection = self.connection.clone();
+        // One call per channel: in a cluster each may live on another node.
+        for chunk in counts.chunks(256) {
+            let mut pipeline = redis::pipe();
+            for (channel, count) in chunk {
+                let nodes = self.keys(channel).nodes;
+                if *count == 0 {
+                    pipeline.hdel(&nodes, &self.node).ignore();
+                } else {
+                    pipeline
+                        .hset(&nodes, &self.node, format!("{count} {expires_ms}"))
+                        .ignore()
+                        .pexpire(&nodes, keep_ms as i64)
+                        .ignore();
+                }
+            }
+            let _: () = bounded(pipeline.query_async(&mut connection)).await?;
+        }
         Ok(())
     }
 

@@ -45,3 +45,20 @@ local function epoch_of(meta, log, candidate, keep_ms)
   end
   return epoch
 end
+
+-- Subscribers on the other nodes: each node reports `COUNT EXPIRES_MS` in
+-- the channel's nodes hash; a report past its expiry (a node that died) is
+-- not counted.
+local function others(nodes, me, now)
+  local all = redis.call('HGETALL', nodes)
+  local sum = 0
+  for i = 1, #all, 2 do
+    if all[i] ~= me then
+      local n, expires = string.match(all[i + 1], '^(%d+) (%d+)$')
+      if n and tonumber(expires) > now then
+        sum = sum + tonumber(n)
+      end
+    end
+  end
+  return sum
+end
