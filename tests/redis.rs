@@ -4,7 +4,9 @@
 //! in one order with the ids its publisher was answered; a client resumes on
 //! any node; a dead node's subscribers resume elsewhere without loss; Redis
 //! going away fails publishes with 503 and the nodes recover by themselves;
-//! a flush starts a new epoch and every transport is told of the gap.
+//! a flush starts a new epoch and every transport is told of the gap; a lost
+//! Pub/Sub connection is filled in from the Stream; history is trimmed in
+//! Redis and a late resume on another node is a trimmed gap.
 
 #[path = "common/redis.rs"]
 mod cluster;
@@ -882,4 +884,109 @@ async fn channel_info_on_a_node_that_never_saw_the_channel_counts_what_others_pu
         let (status, body) = get_json(node.addr, "/pub/never-used").await;
         assert_eq!(status, 404, "node {}: {body}", node.name);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn messages_published_while_a_node_lost_its_pubsub_connection_arrive_without_a_gap() {
+    let redis = RedisServer::start().await;
+    let nodes = Node::cluster(&redis, 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut sse = SseStream::open(b.addr, "/sub/hole", &[]).await;
+    let mut raw = websocket(b.addr, "/sub/hole").await;
+    let mut ws = websocket(b.addr, "/ws").await;
+    ws_sub(&mut ws, "hole", None).await;
+    let first = vec![(a.publish("hole", "first").await, "first".to_owned())];
+    assert_eq!(sse_messages(&mut sse, 1, "SSE").await, with_ids(&first));
+    assert_eq!(raw_messages(&mut raw, 1, "raw").await, data_only(&first));
+    assert_eq!(ws_messages(&mut ws, 1, "/ws").await, with_ids(&first));
+
+    // Redis drops every Pub/Sub connection but keeps its data: what node a
+    // publishes before node b listens again is in the Stream, not lost.
+    let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    assert_ne!(killed, ":0", "herald's Pub/Sub connections were found");
+    let mut missed = Vec::new();
+    for i in 0..20 {
+        let data = format!("during-{i}");
+        missed.push((a.publish("hole", &data).await, data));
+    }
+    let mut got = Vec::new();
+    while got.len() < missed.len() {
+        let event = sse
+            .next_within(RECOVERY)
+            .await
+            .expect("the SSE stream to stay open");
+        assert_eq!(event.event, "message", "no gap, nothing lost: {event:?}");
+        got.push((Some(event.id), event.data));
+    }
+    assert_eq!(got, with_ids(&missed), "SSE on node b");
+    assert_eq!(
+        within_for(
+            RECOVERY,
+            "the raw WebSocket",
+            raw_messages(&mut raw, missed.len(), "raw")
+        )
+        .await,
+        data_only(&missed)
+    );
+    assert_eq!(
+        within_for(
+            RECOVERY,
+            "the /ws socket",
+            ws_messages(&mut ws, missed.len(), "/ws")
+        )
+        .await,
+        with_ids(&missed)
+    );
+    let ids: Vec<u64> = missed.iter().map(|(id, _)| seq(id)).collect();
+    assert_eq!(
+        ids,
+        (2..=21).collect::<Vec<_>>(),
+        "one history, no new epoch"
+    );
+    // And live delivery goes on.
+    let live = vec![(a.publish("hole", "live").await, "live".to_owned())];
+    assert_eq!(sse_messages(&mut sse, 1, "SSE").await, with_ids(&live));
+    assert_eq!(ws_messages(&mut ws, 1, "/ws").await, with_ids(&live));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_is_trimmed_in_redis_and_a_late_resume_on_another_node_is_told_of_the_gap() {
+    let redis = RedisServer::start().await;
+    let a = Node::start_with("a", &redis, &["--history-size", "5"]).await;
+    let b = Node::start_with("b", &redis, &["--history-size", "5"]).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(a.publish("trim", &i.to_string()).await);
+    }
+    // Node b never saw the channel: what it knows is what Redis kept.
+    let (status, info) = get_json(b.addr, "/pub/trim").await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(
+        (&info["messages"], &info["first_id"], &info["last_id"]),
+        (&json!(5), &json!(ids[5]), &json!(ids[9])),
+        "{info}"
+    );
+    // Resuming after 1 misses 2, 3 and 4.
+    let page = poll(b.addr, &format!("/sub/trim?since={}", ids[1])).await;
+    assert_eq!(page["gap"], true, "{page}");
+    let expected = json!({
+        "channel": "trim", "reason": "trimmed", "since": ids[1], "missed": 3, "first_id": ids[5],
+    });
+    assert_eq!(page["gaps"][0], expected, "{page}");
+    assert_eq!(page_data(&page), ["5", "6", "7", "8", "9"]);
+    let mut sse = SseStream::open(b.addr, "/sub/trim", &[("last-event-id", &ids[1])]).await;
+    let (gaps, first) = gaps_then_message(&mut sse, "SSE on node b").await;
+    assert_eq!(gaps, vec![expected.clone()]);
+    assert_eq!(first, (ids[5].clone(), "5".to_owned()));
+    let mut ws = websocket(b.addr, "/ws").await;
+    ws_sub(&mut ws, "trim", Some(&ids[1])).await;
+    let (mut gaps, first) = ws_gaps_then_message(&mut ws, "/ws on node b").await;
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    gaps[0].as_object_mut().unwrap().remove("op");
+    assert_eq!(gaps[0], expected);
+    assert_eq!(first, (ids[5].clone(), "5".to_owned()));
+    // A resume still inside the kept history reports no gap.
+    let page = poll(b.addr, &format!("/sub/trim?since={}", ids[6])).await;
+    assert!(page.get("gap").is_none(), "{page}");
+    assert_eq!(page_data(&page), ["7", "8", "9"]);
 }

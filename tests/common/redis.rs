@@ -228,9 +228,16 @@ pub struct Node {
 impl Node {
     /// Starts a node on a free port and waits until it is ready (Redis reached).
     pub async fn start(name: &str, redis: &RedisServer) -> Self {
+        Self::start_with(name, redis, &[]).await
+    }
+
+    /// Like [`Node::start`], with `extra` flags for `herald serve`.
+    pub async fn start_with(name: &str, redis: &RedisServer, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
             .args(["serve", "--listen", "127.0.0.1:0", "--redis", &redis.url()])
             .args(["--log-level", "info"])
+            .args(extra)
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -387,6 +394,13 @@ pub struct SseStream {
 }
 
 impl SseStream {
+    /// The next event within `limit`; `None` when the stream ended or broke.
+    pub async fn next_within(&mut self, limit: Duration) -> Option<Event> {
+        within_for(limit, "an SSE event", self.events.next())
+            .await
+            .flatten()
+    }
+
     /// Opens `path` with `Accept: text/event-stream` plus `extra` headers.
     pub async fn open(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> Self {
         let mut request = reqwest::Client::new()
