@@ -55,7 +55,9 @@ pub async fn run(shared: Weak<Shared>, urls: Vec<String>, mut requests: mpsc::Re
                                 let _ = reply.send(Err(unavailable("not connected")));
                             }
                             Some(Request::Forget(topic)) => {
-                                topics.remove(&topic);
+                                if !shared.upgrade().is_some_and(|engine| engine.wants(&topic)) {
+                                    topics.remove(&topic);
+                                }
                             }
                         },
                     }
@@ -108,7 +110,9 @@ pub async fn run(shared: Weak<Shared>, urls: Vec<String>, mut requests: mpsc::Re
                         }
                     }
                     Some(Request::Forget(topic)) => {
-                        if topics.remove(&topic) {
+                        // A copy made since the request was sent needs the topic still.
+                        let wanted = shared.upgrade().is_some_and(|engine| engine.wants(&topic));
+                        if !wanted && topics.remove(&topic) {
                             let _ = tokio::time::timeout(CALL_TIMEOUT, sink.unsubscribe(&topic)).await;
                         }
                     }

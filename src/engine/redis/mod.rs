@@ -192,13 +192,25 @@ impl Shared {
     }
 
     fn copy(&self, channel: &ChannelName) -> Arc<Copy> {
-        self.copies.entry(channel.clone()).or_default().clone()
+        self.copies
+            .entry(channel.clone())
+            .or_insert_with(|| {
+                let copy = Copy::default();
+                copy.last_used_ms.store(now_ms(), Ordering::Relaxed);
+                Arc::new(copy)
+            })
+            .clone()
     }
 
     fn is_current(&self, channel: &ChannelName, copy: &Arc<Copy>) -> bool {
         self.copies
             .get(channel)
             .is_some_and(|c| Arc::ptr_eq(c.value(), copy))
+    }
+
+    /// Whether this node has a copy of the channel of `topic`.
+    fn wants(&self, topic: &str) -> bool {
+        store::channel_of_topic(topic).is_some_and(|channel| self.copies.contains_key(&channel))
     }
 
     /// Asks the listener to carry the channel's topic, once Redis confirms.
@@ -310,6 +322,10 @@ impl Shared {
         let limits = self.limits();
         let mut state = copy.state.lock();
         if !state.ready {
+            // Bounded: whatever is dropped here is read from the Stream.
+            if state.early.len() >= limits.max_messages.max(1) {
+                state.early.remove(0);
+            }
             state.early.push(message);
             return true;
         }
@@ -459,12 +475,23 @@ impl Shared {
             .map(|e| (e.key().clone(), e.value().clone()))
             .collect();
         for (channel, copy) in stale {
-            let mut state = copy.state.lock();
-            let gone = self.hub.with_existing(&channel, |_| ()).is_none();
-            if gone || self.hub.forget_unsubscribed(&channel) {
-                state.ready = false;
-                state.early.clear();
-                drop(state);
+            // A copy being loaded or resynchronised is in use.
+            let Ok(_sync) = copy.sync.try_lock() else {
+                continue;
+            };
+            let forgotten = {
+                let mut state = copy.state.lock();
+                let gone = self.hub.with_existing(&channel, |_| ()).is_none();
+                let forgotten = gone || self.hub.forget_unsubscribed(&channel);
+                if forgotten {
+                    state.ready = false;
+                    state.early.clear();
+                }
+                forgotten
+            };
+            if forgotten {
+                // Attaches holding this copy see it is no longer current once
+                // they get its sync lock, and load a new one.
                 self.copies
                     .remove_if(&channel, |_, c| Arc::ptr_eq(c, &copy));
                 let _ = self
