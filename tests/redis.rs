@@ -6,7 +6,8 @@
 //! going away fails publishes with 503 and the nodes recover by themselves;
 //! a flush starts a new epoch and every transport is told of the gap; a lost
 //! Pub/Sub connection is filled in from the Stream; history is trimmed in
-//! Redis and a late resume on another node is a trimmed gap.
+//! Redis and a late resume on another node is a trimmed gap; an idempotent
+//! retry on another node is stored once; a delete reaches every node.
 
 #[path = "common/redis.rs"]
 mod cluster;
@@ -989,4 +990,80 @@ async fn history_is_trimmed_in_redis_and_a_late_resume_on_another_node_is_told_o
     let page = poll(b.addr, &format!("/sub/trim?since={}", ids[6])).await;
     assert!(page.get("gap").is_none(), "{page}");
     assert_eq!(page_data(&page), ["7", "8", "9"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_publish_retried_on_another_node_with_its_idempotency_key_is_stored_once() {
+    let redis = RedisServer::start().await;
+    let nodes = Node::cluster(&redis, 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for node in [a, b, a] {
+        let response = within(
+            "a publish",
+            http.post(url(node.addr, "/pub/retried"))
+                .header("idempotency-key", "order-17")
+                .body("once")
+                .send(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), 200, "node {}", node.name);
+        let answer: Value = response.json().await.unwrap();
+        ids.push(answer["id"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        ids.iter().all(|id| id == &ids[0]),
+        "one id for every retry: {ids:?}"
+    );
+    let (_, info) = get_json(b.addr, "/pub/retried").await;
+    assert_eq!(
+        (&info["messages"], &info["last_id"]),
+        (&json!(1), &json!(ids[0])),
+        "{info}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delete_on_one_node_reaches_subscribers_on_another() {
+    let redis = RedisServer::start().await;
+    let nodes = Node::cluster(&redis, 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut sse = SseStream::open(b.addr, "/sub/gone", &[]).await;
+    let mut ws = websocket(b.addr, "/ws").await;
+    ws_sub(&mut ws, "gone", None).await;
+    let kept = vec![(a.publish("gone", "x").await, "x".to_owned())];
+    assert_eq!(sse_messages(&mut sse, 1, "SSE").await, with_ids(&kept));
+    assert_eq!(ws_messages(&mut ws, 1, "/ws").await, with_ids(&kept));
+    let response = within(
+        "the delete",
+        reqwest::Client::new()
+            .delete(url(a.addr, "/pub/gone"))
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let closed = sse.next().await.expect("herald.closed before the end");
+    assert_eq!(closed.event, "herald.closed", "{closed:?}");
+    let closed: Value = serde_json::from_str(&closed.data).unwrap();
+    assert_eq!(closed, json!({"channel": "gone", "reason": "deleted"}));
+    assert!(sse.next().await.is_none(), "the SSE stream ends");
+    let frame = try_json(&mut ws)
+        .await
+        .expect("the /ws socket to stay open");
+    assert_eq!(
+        (
+            frame["op"].as_str(),
+            frame["channel"].as_str(),
+            frame["error"]["code"].as_str()
+        ),
+        (Some("error"), Some("gone"), Some("channel_deleted")),
+        "{frame}"
+    );
+    for node in [a, b] {
+        let (status, body) = get_json(node.addr, "/pub/gone").await;
+        assert_eq!(status, 404, "node {}: {body}", node.name);
+    }
 }
