@@ -216,3 +216,62 @@ async fn history_is_trimmed_on_disk() {
     assert_eq!(data, (90..100).map(|i| i.to_string()).collect::<Vec<_>>());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_retry_after_kill_9_returns_the_first_answer() {
+    let dir = scratch("idem");
+    let mut first = node(&dir, &[]).await;
+    let http = reqwest::Client::new();
+    let send = |addr: SocketAddr, data: &'static str| {
+        http.post(format!("http://{addr}/pub/orders"))
+            .header("idempotency-key", "order-17")
+            .body(data)
+            .send()
+    };
+    let answer: serde_json::Value = send(first.addr, "first")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    first.child.start_kill().unwrap();
+    first.child.wait().await.unwrap();
+    let second = node(&dir, &[]).await;
+    let retried: serde_json::Value = send(second.addr, "retry")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        retried["id"], answer["id"],
+        "the retry is answered with the first id"
+    );
+    let page = poll(second.addr, "/sub/orders?since=0").await;
+    assert_eq!(page_data(&page), vec!["first"], "published once");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_same_data_dir_is_refused() {
+    let dir = scratch("lock");
+    let first = node(&dir, &[]).await;
+    let second = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let second = within("the second process to exit", second).await.unwrap();
+    assert!(
+        !second.status.success(),
+        "a second herald on one data dir must not start"
+    );
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("in use by another herald"), "{stderr}");
+    // The first is unharmed.
+    publish(first.addr, "still", "fine").await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -34,7 +34,14 @@ const SCHEMA: &str = "
         event TEXT, data BLOB NOT NULL, PRIMARY KEY (channel, seq)) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS channels (
         channel TEXT PRIMARY KEY, epoch INTEGER NOT NULL, last_seq INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS idempotency (
+        channel TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+        PRIMARY KEY (channel, key)) WITHOUT ROWID;
 ";
+
+/// Idempotency keys restored per channel at start, newest first (as many as
+/// the hub remembers).
+const RESTORED_KEYS: usize = 1024;
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 1024;
@@ -83,6 +90,7 @@ impl DurableEngine {
     /// Opens (or creates) the store in `dir` and loads every channel's history.
     pub fn open(dir: &Path, limits: HistoryLimits) -> Result<Self, EngineError> {
         std::fs::create_dir_all(dir).map_err(unavailable)?;
+        let lock = lock_dir(dir)?;
         let db = Connection::open(dir.join("herald.sqlite3")).map_err(unavailable)?;
         db.pragma_update(None, "journal_mode", "WAL")
             .map_err(unavailable)?;
@@ -96,6 +104,7 @@ impl DurableEngine {
         let writer = Writer {
             db,
             hub: hub.clone(),
+            _lock: lock,
         };
         let flag = alive.clone();
         std::thread::Builder::new()
@@ -158,6 +167,32 @@ fn load(db: &Connection, hub: &Hub) -> Result<(), EngineError> {
                 ))
             })
             .map_err(unavailable)?;
+        let mut keys = db
+            .prepare_cached(
+                "SELECT key, seq, expires_at FROM idempotency WHERE channel = ?1 AND expires_at > ?2 \
+                 ORDER BY expires_at DESC LIMIT ?3",
+            )
+            .map_err(unavailable)?;
+        let remembered = keys
+            .query_map(params![&name, now as i64, RESTORED_KEYS as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(unavailable)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        // Oldest first, so the newest are the last to be evicted.
+        for (key, seq, expires_at) in remembered.into_iter().rev() {
+            let published = Published {
+                channel: channel.clone(),
+                id: MessageId::new(epoch, seq as u64),
+                subscribers: 0,
+            };
+            state.remember(&key, &published, expires_at as u64);
+        }
         for message in stored {
             let (seq, published_at, event, data) = message.map_err(unavailable)?;
             let seq = seq as u64;
@@ -189,6 +224,28 @@ fn load(db: &Connection, hub: &Hub) -> Result<(), EngineError> {
 struct Writer {
     db: Connection,
     hub: Arc<Hub>,
+    /// Held while the writer lives: one process per data directory.
+    _lock: std::fs::File,
+}
+
+/// Locks `dir` for this process. Two processes writing one store would hand
+/// out the same ids; the second is refused at start instead.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, EngineError> {
+    let path = dir.join("herald.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(unavailable)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(EngineError::Unavailable(format!(
+            "{} is in use by another herald process (one process per --data-dir)",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(error)) => Err(unavailable(error)),
+    }
 }
 
 /// A publish that has its id and waits for the commit.
@@ -284,10 +341,12 @@ impl Writer {
                         let _ = pending.reply.send(Ok(published));
                     }
                 }
-                Err(error) => {
-                    tracing::error!(%error, "could not commit publishes");
+                Err(EngineError::Unavailable(reason)) => {
+                    tracing::error!(%reason, "could not commit publishes");
                     for pending in publishes {
-                        let _ = pending.reply.send(Err(unavailable(&error)));
+                        let _ = pending
+                            .reply
+                            .send(Err(EngineError::Unavailable(reason.clone())));
                     }
                 }
             }
@@ -326,6 +385,23 @@ impl Writer {
                     ])
                     .map_err(unavailable)?;
             }
+            let mut remember = tx
+                .prepare_cached("INSERT OR REPLACE INTO idempotency (channel, key, seq, expires_at) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(unavailable)?;
+            let expires_at = now_ms() + limits.ttl.as_millis() as u64;
+            for pending in publishes {
+                if let Some(key) = &pending.key {
+                    let m = &pending.message;
+                    remember
+                        .execute(params![
+                            m.channel.as_str(),
+                            key,
+                            m.id.seq as i64,
+                            expires_at as i64
+                        ])
+                        .map_err(unavailable)?;
+                }
+            }
             let mut meta = tx
                 .prepare_cached("INSERT OR REPLACE INTO channels (channel, epoch, last_seq) VALUES (?1, ?2, ?3)")
                 .map_err(unavailable)?;
@@ -356,6 +432,11 @@ impl Writer {
         .map_err(unavailable)?;
         tx.execute(
             "DELETE FROM channels WHERE channel = ?1",
+            [channel.as_str()],
+        )
+        .map_err(unavailable)?;
+        tx.execute(
+            "DELETE FROM idempotency WHERE channel = ?1",
             [channel.as_str()],
         )
         .map_err(unavailable)?;
@@ -397,6 +478,10 @@ impl Writer {
                 trim.execute(params![name, kept_from])
                     .map_err(unavailable)?;
             }
+            tx.prepare_cached("DELETE FROM idempotency WHERE expires_at <= ?1")
+                .map_err(unavailable)?
+                .execute([now as i64])
+                .map_err(unavailable)?;
         }
         tx.commit().map_err(unavailable)
     }

@@ -385,19 +385,33 @@ impl Shared {
     /// The Pub/Sub connection is up (again): every copy reads what it missed.
     fn connected(self: &Arc<Self>) {
         self.listening.store(true, Ordering::SeqCst);
-        let copies: Vec<(ChannelName, Arc<Copy>)> = self
-            .copies
-            .iter()
-            .map(|e| (e.key().clone(), e.value().clone()))
-            .collect();
-        for (channel, copy) in copies {
-            self.spawn_resync(channel, copy);
-        }
+        let shared = self.clone();
+        tokio::spawn(async move {
+            // The command connection may still hold a socket to the Redis
+            // that went away: a ping finds out and reconnects it, so the
+            // first publishes after a Redis restart do not fail on it.
+            for _ in 0..3 {
+                if shared.store.ping().await {
+                    break;
+                }
+            }
+            let copies: Vec<(ChannelName, Arc<Copy>)> = shared
+                .copies
+                .iter()
+                .map(|e| (e.key().clone(), e.value().clone()))
+                .collect();
+            for (channel, copy) in copies {
+                shared.spawn_resync(channel, copy);
+            }
+        });
     }
 
     /// The Pub/Sub connection dropped: no copy can be trusted to be current.
-    fn disconnected(&self) {
+    fn disconnected(self: &Arc<Self>) {
         self.listening.store(false, Ordering::SeqCst);
+        let shared = self.clone();
+        // Likewise: notice now that the command connection is gone too.
+        tokio::spawn(async move { shared.store.ping().await });
         for copy in self.copies.iter() {
             copy.state.lock().ready = false;
         }

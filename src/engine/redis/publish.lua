@@ -6,7 +6,7 @@
 -- Returns {epoch, seq, published_at, repeated (0/1), subscribers on other nodes}.
 local meta, log, idem = KEYS[1], KEYS[2], KEYS[3]
 local now, ttl = tonumber(ARGV[3]), tonumber(ARGV[7])
-local epoch = epoch_of(meta, log, ARGV[4], 2 * ttl)
+local epoch = epoch_of(meta, log, ARGV[4], keep_ms(ttl))
 if ARGV[8] == '1' then
   local earlier = redis.call('GET', idem)
   if earlier then
@@ -20,8 +20,8 @@ local seq = redis.call('HINCRBY', meta, 'seq', 1)
 redis.call('XADD', log, seq .. '-0', 'd', ARGV[1], 'e', ARGV[2], 't', ARGV[3], 'w', ARGV[10])
 redis.call('HINCRBY', meta, 'bytes', tonumber(ARGV[10]))
 trim(meta, log, now, tonumber(ARGV[5]), tonumber(ARGV[6]), ttl)
-redis.call('PEXPIRE', meta, 2 * ttl)
-redis.call('PEXPIRE', log, 2 * ttl)
+redis.call('PEXPIRE', meta, keep_ms(ttl))
+redis.call('PEXPIRE', log, keep_ms(ttl))
 if ARGV[8] == '1' then
   redis.call('SET', idem, epoch .. ' ' .. seq .. ' ' .. ARGV[3], 'PX', ttl)
 end

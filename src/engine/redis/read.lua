@@ -6,7 +6,7 @@
 -- Returns {epoch, seq, entries}.
 local meta, log = KEYS[1], KEYS[2]
 local ttl = tonumber(ARGV[7])
-local epoch = epoch_of(meta, log, ARGV[1], 2 * ttl)
+local epoch = epoch_of(meta, log, ARGV[1], keep_ms(ttl))
 trim(meta, log, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ttl)
 local seq = tonumber(redis.call('HGET', meta, 'seq'))
 local entries

@@ -336,7 +336,7 @@ impl Store {
             .arg(epoch_text(epoch))
             .arg(seq)
             .arg(epoch_text(new_epoch))
-            .arg(2 * self.ttl_ms());
+            .arg((2 * self.ttl_ms()).max(60_000));
         let mut connection = self.connection.clone();
         let _: u64 = bounded(call.invoke_async(&mut connection)).await?;
         Ok(())
@@ -350,6 +350,8 @@ impl Store {
         expires_ms: u64,
     ) -> Result<(), EngineError> {
         let keep_ms = 2 * REPORT_VALIDITY.as_millis() as u64;
+        // As the scripts' keep_ms: a channel someone listens to keeps its epoch.
+        let meta_keep_ms = (2 * self.ttl_ms()).max(60_000);
         let mut connection = self.connection.clone();
         // One call per channel: in a cluster each may live on another node.
         for chunk in counts.chunks(256) {
@@ -363,6 +365,8 @@ impl Store {
                         .hset(&nodes, &self.node, format!("{count} {expires_ms}"))
                         .ignore()
                         .pexpire(&nodes, keep_ms as i64)
+                        .ignore()
+                        .pexpire(self.keys(channel).meta, meta_keep_ms as i64)
                         .ignore();
                 }
             }

@@ -1,5 +1,14 @@
--- Prelude of the scripts that change a channel. Drops the oldest entries of
--- the log beyond the count, byte and age limits, keeping the byte total in
+-- Prelude of the scripts that change a channel.
+--
+-- How long a channel's keys outlive its last publish: twice the history TTL
+-- (history is gone after one), and at least a minute. Nodes with subscribers
+-- on the channel renew the meta hash too, so a quiet channel keeps its epoch
+-- while anyone listens.
+local function keep_ms(ttl)
+  return math.max(2 * ttl, 60000)
+end
+
+-- Drops the oldest entries of the log beyond the count, byte and age limits, keeping the byte total in
 -- the meta hash. Entries only ever leave from the head, so XTRIM MAXLEN
 -- (Redis 5+) removes exactly the ones counted here. Entry ids are `SEQ-0`.
 local function trim(meta, log, now, max_messages, max_bytes, ttl)
@@ -35,13 +44,13 @@ end
 -- A channel's meta hash, created with `epoch` if Redis has none (first use,
 -- or the data was lost). A log left without its meta belongs to no epoch and
 -- is dropped, so ids never repeat.
-local function epoch_of(meta, log, candidate, keep_ms)
+local function epoch_of(meta, log, candidate, keep)
   local epoch = redis.call('HGET', meta, 'epoch')
   if not epoch then
     redis.call('DEL', log)
     epoch = candidate
     redis.call('HSET', meta, 'epoch', epoch, 'seq', 0, 'bytes', 0)
-    redis.call('PEXPIRE', meta, keep_ms)
+    redis.call('PEXPIRE', meta, keep)
   end
   return epoch
 end
