@@ -233,8 +233,14 @@ impl Node {
 
     /// Like [`Node::start`], with `extra` flags for `herald serve`.
     pub async fn start_with(name: &str, redis: &RedisServer, extra: &[&str]) -> Self {
+        Self::start_on(name, &redis.url(), extra).await
+    }
+
+    /// Like [`Node::start_with`], given the `--redis` value itself (a Redis
+    /// Cluster's seed nodes, say).
+    pub async fn start_on(name: &str, redis: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--redis", &redis.url()])
+            .args(["serve", "--listen", "127.0.0.1:0", "--redis", redis])
             .args(["--log-level", "info"])
             .args(extra)
             .env("NO_COLOR", "1")
