@@ -101,10 +101,11 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a fresh Redis (no persistence) on a free loopback port.
     pub async fn start() -> Self {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "herald-redis-{}-{}",
             std::process::id(),
-            free_port()
+            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
         // The port was free a moment ago; another process may take it before
@@ -161,12 +162,17 @@ impl RedisServer {
         if !started {
             return false;
         }
-        // Whoever answers must be our child, not some Redis already there.
-        let info = redis_command(port, &["INFO", "server"]).await.unwrap();
-        assert!(
-            info.contains(&format!("process_id:{pid}\r")),
-            "the Redis on port {port} is not the one this test started"
-        );
+        // Whoever answers must be our child, not a Redis already there (or
+        // one another test started on the same free port a moment earlier):
+        // then this port is taken, and another is tried.
+        let info = redis_command(port, &["INFO", "server"])
+            .await
+            .unwrap_or_default();
+        if !info.contains(&format!("process_id:{pid}\r")) {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return false;
+        }
         self.child = Some(child);
         true
     }
