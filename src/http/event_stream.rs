@@ -50,7 +50,15 @@ pub async fn open(stream: &mut TcpStream, peer: SocketAddr, config: &ServerConfi
     let peeked = match tokio::time::timeout(config.header_read_timeout, stream.peek(&mut buf)).await
     {
         Ok(Ok(n)) if n > 0 => n,
-        _ => return Opening::Gone,
+        Ok(Ok(_)) => return Opening::Gone,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "connection failed before its first request");
+            return Opening::Gone;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no request head in time");
+            return Opening::Gone;
+        }
     };
     let Some((request, length)) = event_stream_request(&buf[..peeked], peer) else {
         return Opening::Other;
