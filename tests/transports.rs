@@ -428,3 +428,94 @@ async fn a_channel_named_twice_in_a_subscription_counts_once() {
         (Some(1), Some(1))
     );
 }
+
+/// Reads from `stream` until `done` holds for what has arrived.
+async fn read_to(
+    stream: &mut tokio::net::TcpStream,
+    what: &str,
+    done: impl Fn(&[u8]) -> bool,
+) -> Vec<u8> {
+    let mut got = Vec::new();
+    while !done(&got) {
+        let mut buf = [0u8; 1024];
+        let n = within(what, stream.read(&mut buf)).await.unwrap();
+        assert!(
+            n > 0,
+            "closed before {what}: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn an_sse_stream_is_chunked_http_1_1_and_ends_its_connection() {
+    let server = server().await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = "GET /sub/wire HTTP/1.1\r\nHost: h\r\nAccept: text/event-stream\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = read_to(&mut stream, "the head", |b| contains(b, b"\r\n\r\n")).await;
+    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200 ok\r\n"), "{text}");
+    for header in [
+        "content-type: text/event-stream",
+        "cache-control: no-cache",
+        "x-accel-buffering: no",
+        "transfer-encoding: chunked",
+        "connection: close",
+        "date: ",
+    ] {
+        assert!(text.contains(header), "no {header:?} in {text}");
+    }
+    wait_for_subscribers(server.addr, "wire", 1).await;
+    publish(server.addr, "wire", "over the wire").await;
+    // Chunk framing around the event: size line, event, CRLF.
+    read_to(&mut stream, "the event", |b| {
+        contains(b, b"data: over the wire\n\n\r\n")
+    })
+    .await;
+    // Leaving ends the subscription at once, not at the next heartbeat.
+    drop(stream);
+    wait_for_exact_subscribers(server.addr, "wire", 0).await;
+}
+
+#[tokio::test]
+async fn an_sse_request_refused_keeps_the_connection_for_the_next_request() {
+    let server = server().await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let bad = "GET /sub/no$such?transport=sse HTTP/1.1\r\nHost: h\r\n\r\n";
+    stream.write_all(bad.as_bytes()).await.unwrap();
+    let answer = read_to(&mut stream, "the refusal", |b| contains(b, b"}}")).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+    assert!(text.contains("content-length: "), "{text}");
+    assert!(text.contains("\"bad_channel\""), "{text}");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let next = read_to(&mut stream, "the second answer", |b| contains(b, b"\"ok\"")).await;
+    assert!(next.starts_with(b"HTTP/1.1 200 OK\r\n"));
+}
+
+#[tokio::test]
+async fn an_http_1_0_sse_stream_is_delimited_by_the_close() {
+    let server = server().await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = "GET /sub/old HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = read_to(&mut stream, "the stream's start", |b| {
+        contains(b, b"retry: ")
+    })
+    .await;
+    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(text.contains("connection: close"), "{text}");
+    assert!(!text.contains("transfer-encoding"), "{text}");
+    // The retry line follows the head directly: no chunk size in between.
+    assert!(text.contains("\r\n\r\nretry: "), "{text}");
+}

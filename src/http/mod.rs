@@ -3,6 +3,7 @@
 
 pub mod assets;
 pub mod error;
+pub mod event_stream;
 pub mod limits;
 pub mod publish;
 pub mod server;

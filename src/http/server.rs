@@ -1,6 +1,7 @@
 //! The accept loop: connection limits, per-IP connection rate, header size and
 //! header read timeout (slowloris), then HTTP/1.1 and HTTP/2 via hyper with
-//! WebSocket upgrades.
+//! WebSocket upgrades; an SSE subscription is written without hyper
+//! (`event_stream`), so a long-lived stream does not keep hyper's buffers.
 //!
 //! axum's own `serve` exposes none of these knobs, so the loop is written out
 //! here, after the shape of axum's.
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::event_stream::{self, After, Opening};
 use super::limits::{retry_after_seconds, RateLimiter};
 use crate::config::ServerConfig;
 
@@ -99,6 +101,26 @@ fn builder(config: &ServerConfig) -> Builder<TokioExecutor> {
 }
 
 async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    config: &ServerConfig,
+    shutdown: CancellationToken,
+) {
+    match event_stream::open(&mut stream, peer, config).await {
+        Opening::Gone => return,
+        Opening::Other => {}
+        Opening::EventStream(request) => {
+            match event_stream::serve(&mut stream, app.clone(), request).await {
+                After::Close => return,
+                After::KeepAlive => {}
+            }
+        }
+    }
+    serve_hyper(stream, peer, app, config, shutdown).await;
+}
+
+async fn serve_hyper(
     stream: TcpStream,
     peer: SocketAddr,
     app: Router,
@@ -110,9 +132,13 @@ async fn serve_connection(
         request.map(Body::new)
     });
     let builder = builder(config);
-    let connection = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
-    tokio::pin!(connection);
+    // Boxed: hyper's connection state is large, and an event stream served
+    // without hyper should not carry room for it in its task.
+    let mut connection =
+        Box::pin(builder.serve_connection_with_upgrades(
+            TokioIo::new(stream),
+            TowerToHyperService::new(service),
+        ));
     let mut draining = false;
     loop {
         tokio::select! {

@@ -231,3 +231,27 @@ fn a_quiet_channel_keeps_its_epoch_for_a_ttl_after_its_last_subscriber_leaves() 
     hub.sweep(3000);
     assert_eq!(hub.channel_count(), 0, "forgotten once quiet for a TTL");
 }
+
+#[tokio::test]
+async fn a_waiting_inbox_wakes_for_a_message_and_a_dropped_one_closes_its_handle() {
+    let hub = Hub::new(limits(10));
+    let ch = name("wake");
+    let (subscriber, mut inbox) = SubscriberHandle::new(4);
+    hub.attach(&ch, &subscriber, Since::Now);
+    let waiting = tokio::spawn(async move {
+        let message = inbox.wait().await;
+        (message, inbox)
+    });
+    tokio::task::yield_now().await;
+    hub.publish(draft(&ch, "hello"), 1);
+    let (message, inbox) = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("woken within 5 s")
+        .expect("the waiting task ran");
+    assert_eq!(&message.expect("a message").data[..], b"hello");
+    assert!(!subscriber.is_closed());
+    drop(inbox);
+    assert!(subscriber.is_closed());
+    let message = hub.publish(draft(&ch, "after"), 1);
+    assert_eq!(message.id.seq, 2);
+}

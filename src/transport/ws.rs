@@ -148,6 +148,15 @@ pub async fn upgrade(
         .on_upgrade(move |socket| serve(ctx, socket, subscription, channels, who, peer)))
 }
 
+/// What woke a raw socket's task.
+enum Wake {
+    Shutdown,
+    Deadline,
+    Beat(Beat),
+    Frame(Option<Result<Frame, axum::Error>>),
+    Event(Event),
+}
+
 enum Step {
     Continue,
     /// Close with a code, a reason for the client, and a reason for metrics.
@@ -167,12 +176,26 @@ async fn serve(
     let mut heartbeat = Heartbeat::new(ctx.config.ws_ping_interval, ctx.config.ws_pong_timeout);
     let (mut deadline, expiry) = connection_deadline(&ctx.config, &who);
     loop {
-        let step = tokio::select! {
+        // The select only says what woke the task; the work happens after it,
+        // once its futures are dropped, so the connection's future (its
+        // memory for as long as it is open, idle or not) holds room for the
+        // select or for one handler, not both. Publishing from a raw socket
+        // is the cold path and is boxed.
+        let wake = tokio::select! {
             biased;
-            _ = ctx.shutdown.cancelled() => {
-                Step::Close(close_code::SERVICE_RESTART, "server shutting down".into(), "shutdown")
-            }
-            _ = &mut deadline => match expiry {
+            _ = ctx.shutdown.cancelled() => Wake::Shutdown,
+            _ = &mut deadline => Wake::Deadline,
+            beat = heartbeat.next() => Wake::Beat(beat),
+            frame = socket.recv() => Wake::Frame(frame),
+            event = subscription.next() => Wake::Event(event),
+        };
+        let step = match wake {
+            Wake::Shutdown => Step::Close(
+                close_code::SERVICE_RESTART,
+                "server shutting down".into(),
+                "shutdown",
+            ),
+            Wake::Deadline => match expiry {
                 Expiry::MaxAge => Step::Close(
                     close_code::GOING_AWAY,
                     "connection reached its maximum age; reconnect".into(),
@@ -182,22 +205,26 @@ async fn serve(
                     Step::Close(close_code::POLICY, "token expired".into(), "token_expired")
                 }
             },
-            beat = heartbeat.next() => match beat {
-                Beat::Ping => match socket.send(Frame::Ping(Bytes::new())).await {
-                    Ok(()) => Step::Continue,
-                    Err(_) => Step::Gone,
-                },
-                Beat::TimedOut => Step::Close(close_code::GOING_AWAY, "no pong in time".into(), "pong_timeout"),
+            Wake::Beat(Beat::Ping) => match socket.send(Frame::Ping(Bytes::new())).await {
+                Ok(()) => Step::Continue,
+                Err(_) => Step::Gone,
             },
-            frame = socket.recv() => {
+            Wake::Beat(Beat::TimedOut) => Step::Close(
+                close_code::GOING_AWAY,
+                "no pong in time".into(),
+                "pong_timeout",
+            ),
+            Wake::Frame(frame) => {
                 if matches!(frame, Some(Ok(_))) {
                     heartbeat.alive();
                 }
                 match frame {
                     Some(Ok(Frame::Text(text))) => {
-                        publish(&ctx, &who, peer, &channels, Bytes::from(text)).await
+                        Box::pin(publish(&ctx, &who, peer, &channels, Bytes::from(text))).await
                     }
-                    Some(Ok(Frame::Binary(data))) => publish(&ctx, &who, peer, &channels, data).await,
+                    Some(Ok(Frame::Binary(data))) => {
+                        Box::pin(publish(&ctx, &who, peer, &channels, data)).await
+                    }
                     Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => Step::Continue,
                     Some(Ok(Frame::Close(_))) => {
                         // RFC 6455 §5.5.1: answer a close; the library queued the reply.
@@ -212,7 +239,7 @@ async fn serve(
                     }
                 }
             }
-            event = subscription.next() => {
+            Wake::Event(event) => {
                 write_events(&mut socket, &mut subscription, &mut connection, event).await
             }
         };
