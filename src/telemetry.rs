@@ -39,9 +39,9 @@ fn hot() -> Option<&'static Hot> {
     }
     HANDLE.get()?.as_ref()?;
     Some(HOT.get_or_init(|| Hot {
-        deliveries: std::array::from_fn(|i| {
-            counter!("herald_deliveries_total", "transport" => TRANSPORTS[i])
-        }),
+        deliveries: std::array::from_fn(
+            |i| counter!("herald_deliveries_total", "transport" => TRANSPORTS[i]),
+        ),
         latency: histogram!("herald_delivery_latency_seconds"),
         publishes: counter!("herald_publishes_total"),
         published_bytes: counter!("herald_published_bytes_total"),

@@ -5,10 +5,9 @@
 use std::collections::HashMap;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::ws::WebSocketUpgrade;
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request};
+use axum::extract::{ConnectInfo, Path, Query, Request};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 
@@ -96,7 +95,7 @@ pub async fn subscribe(
 ) -> Result<Response, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::bad_request("bad_channel", e.body_text()))?;
     let channels = ChannelName::parse_list(&raw, ctx.config.max_channels_per_subscription)?;
-    let (mut parts, _body) = request.into_parts();
+    let (parts, _body) = request.into_parts();
     let kind = transport_kind(&parts.headers, &query)?;
     let since = starting_points(kind, &parts.headers, &query, &channels)?;
     if kind != TransportKind::LongPoll {
@@ -114,14 +113,11 @@ pub async fn subscribe(
     }
     match kind {
         TransportKind::WebSocket => {
-            let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &ctx)
-                .await
-                .map_err(|e| ApiError::bad_request("bad_websocket_upgrade", e.body_text()))?;
             let peer = parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
-            transport::ws::upgrade(ctx, upgrade, channels, since, who, peer).await
+            transport::ws::upgrade(ctx, parts, channels, since, who, peer).await
         }
         TransportKind::EventStream => {
             let envelope = query

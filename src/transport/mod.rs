@@ -2,6 +2,7 @@
 //! clients into publishes. Each transport knows its wire format and nothing of
 //! how messages are stored.
 
+pub mod frame;
 pub mod poll;
 pub mod protocol;
 pub mod socket;

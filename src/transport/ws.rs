@@ -4,15 +4,30 @@
 //! own message back like every other subscriber (Nchan's pub/sub behaviour).
 //! Raw mode has no room for ids or gap reports; clients that need them use
 //! the `/ws` protocol.
+//!
+//! This is the transport that fans one message out to the most sockets, so
+//! it speaks RFC 6455 itself (`frame`) after answering the handshake: a
+//! delivery is a frame header and the message's shared bytes in one vectored
+//! write, with no per-subscriber copy or codec state. The heartbeat and the
+//! close codes below are shared with the axum-based `/ws` and demo sockets.
 
-use axum::extract::ws::{CloseFrame, Message as Frame, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
-use bytes::Bytes;
-use futures_util::SinkExt;
+use std::io::IoSlice;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
+use axum::extract::ws::{CloseFrame, Message as Frame, Utf8Bytes, WebSocketUpgrade};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, Method, StatusCode, Version};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use super::frame::{self, opcode, Decoder, FrameError, Incoming};
 use super::{connection_deadline, Context, Expiry, WRITE_BATCH_BYTES};
 use crate::auth::Credential;
 use crate::engine::{Event, Subscription};
@@ -97,16 +112,6 @@ pub fn configure(upgrade: WebSocketUpgrade, ctx: &Context) -> WebSocketUpgrade {
         .max_frame_size(ctx.config.max_message_size.max(1024) + 1024)
 }
 
-/// The frame carrying `message` on a raw socket.
-pub fn data_frame(message: &Message) -> Frame {
-    if message.is_text {
-        if let Ok(text) = Utf8Bytes::try_from(message.data.clone()) {
-            return Frame::Text(text);
-        }
-    }
-    Frame::Binary(message.data.clone())
-}
-
 /// The close frame that fails a connection after `error` (RFC 6455 §7.1.7):
 /// 1007 for invalid UTF-8, 1009 for a message over the size limit, 1002 for
 /// any other protocol violation. The library reports these without closing.
@@ -128,16 +133,63 @@ pub fn close_frame(code: u16, reason: &str) -> Frame {
     }))
 }
 
+/// Validates an RFC 6455 opening handshake (§4.2.1) and returns the
+/// `Sec-WebSocket-Accept` value that answers it.
+pub fn accept_key(parts: &Parts) -> Result<HeaderValue, ApiError> {
+    let bad = |why: &str| ApiError::bad_request("bad_websocket_upgrade", why.to_owned());
+    let has_token = |name: header::HeaderName, token: &str| {
+        parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if parts.method != Method::GET {
+        return Err(bad("a WebSocket opening handshake is a GET"));
+    }
+    if parts.version != Version::HTTP_11 {
+        return Err(bad("a WebSocket upgrade needs HTTP/1.1"));
+    }
+    if !has_token(header::CONNECTION, "upgrade") {
+        return Err(bad("Connection header did not include 'upgrade'"));
+    }
+    if !has_token(header::UPGRADE, "websocket") {
+        return Err(bad("`Upgrade` header did not include 'websocket'"));
+    }
+    if parts
+        .headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(bad("`Sec-WebSocket-Version` header did not include '13'"));
+    }
+    let key = parts
+        .headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or_else(|| bad("`Sec-WebSocket-Key` header missing"))?;
+    HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+        .map_err(|_| bad("bad `Sec-WebSocket-Key`"))
+}
+
 /// Accepts the upgrade after subscribing, so a bad cursor is refused with 400
 /// before the socket opens.
 pub async fn upgrade(
     ctx: Context,
-    upgrade: WebSocketUpgrade,
+    mut parts: Parts,
     channels: Vec<ChannelName>,
     since: Vec<Since>,
     who: Credential,
     peer: IpAddr,
 ) -> Result<Response, ApiError> {
+    let accept = accept_key(&parts)?;
+    let on_upgrade = parts.extensions.remove::<OnUpgrade>().ok_or_else(|| {
+        ApiError::bad_request(
+            "bad_websocket_upgrade",
+            "this connection cannot be upgraded",
+        )
+    })?;
     let subscription = Subscription::open(
         ctx.engine.clone(),
         ctx.config.queue_limits(),
@@ -145,8 +197,68 @@ pub async fn upgrade(
         &since,
     )
     .await?;
-    Ok(configure(upgrade, &ctx)
-        .on_upgrade(move |socket| serve(ctx, socket, subscription, channels, who, peer)))
+    let max_message = ctx.config.max_message_size.max(1024) + 1024;
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket = RawSocket {
+                    io: TokioIo::new(upgraded),
+                    read: BytesMut::with_capacity(READ_BUFFER),
+                    decoder: Decoder::new(max_message),
+                };
+                serve(ctx, socket, subscription, channels, who, peer).await;
+            }
+            Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
+        }
+    });
+    let mut response = Response::new(axum::body::Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    Ok(response)
+}
+
+/// A raw WebSocket after its handshake: the connection, the bytes read but
+/// not yet decoded, and the frame decoder.
+struct RawSocket {
+    io: TokioIo<Upgraded>,
+    read: BytesMut,
+    decoder: Decoder,
+}
+
+impl RawSocket {
+    /// Writes every slice, in as few system calls as the kernel allows.
+    async fn write_all(&mut self, mut parts: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+        IoSlice::advance_slices(&mut parts, 0);
+        while !parts.is_empty() {
+            let n = self.io.write_vectored(parts).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut parts, n);
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        self.write_all(&mut [IoSlice::new(frame)]).await
+    }
+
+    /// Sends a close frame and ends the TCP connection.
+    async fn close(&mut self, code: u16, reason: &str) {
+        if self.send(&frame::close(code, reason)).await.is_ok() {
+            let _ = self.io.shutdown().await;
+        }
+    }
+
+    /// Gives back a read buffer that a large message grew.
+    fn shrink(&mut self) {
+        if self.read.is_empty() && self.read.capacity() > 16 * READ_BUFFER {
+            self.read = BytesMut::with_capacity(READ_BUFFER);
+        }
+    }
 }
 
 /// What woke a raw socket's task.
@@ -154,7 +266,9 @@ enum Wake {
     Shutdown,
     Deadline,
     Beat(Beat),
-    Frame(Option<Result<Frame, axum::Error>>),
+    Read(std::io::Result<usize>),
+    Frame(Incoming),
+    Broken(FrameError),
     Event(Event),
 }
 
@@ -165,9 +279,13 @@ enum Step {
     Gone,
 }
 
+/// Deliveries in a row served before the task looks at its other sources
+/// (shutdown, timers, the client) even though more messages are waiting.
+const FAIRNESS: u32 = 16;
+
 async fn serve(
     ctx: Context,
-    mut socket: WebSocket,
+    mut socket: RawSocket,
     mut subscription: Subscription,
     channels: Vec<ChannelName>,
     who: Credential,
@@ -176,19 +294,41 @@ async fn serve(
     let mut connection = Connection::open("ws");
     let mut heartbeat = Heartbeat::new(ctx.config.ws_ping_interval, ctx.config.ws_pong_timeout);
     let (mut deadline, expiry) = connection_deadline(&ctx.config, &who);
+    // Kept across iterations, so the shutdown signal is registered once.
+    let mut shutdown = std::pin::pin!(ctx.shutdown.clone().cancelled_owned());
+    let mut streak = 0u32;
     loop {
         // The select only says what woke the task; the work happens after it,
         // once its futures are dropped, so the connection's future (its
         // memory for as long as it is open, idle or not) holds room for the
-        // select or for one handler, not both. Publishing from a raw socket
-        // is the cold path and is boxed.
-        let wake = tokio::select! {
-            biased;
-            _ = ctx.shutdown.cancelled() => Wake::Shutdown,
-            _ = &mut deadline => Wake::Deadline,
-            beat = heartbeat.next() => Wake::Beat(beat),
-            frame = socket.recv() => Wake::Frame(frame),
-            event = subscription.next() => Wake::Event(event),
+        // select or for one handler, not both. The subscription comes first:
+        // a delivery then costs one poll, not one of every source; the other
+        // sources are looked at whenever no message is waiting, and at least
+        // every FAIRNESS deliveries.
+        let wake = match socket.decoder.decode(&mut socket.read) {
+            Ok(Some(incoming)) => Wake::Frame(incoming),
+            Err(error) => Wake::Broken(error),
+            Ok(None) if streak < FAIRNESS => tokio::select! {
+                biased;
+                event = subscription.next() => Wake::Event(event),
+                _ = &mut shutdown => Wake::Shutdown,
+                _ = &mut deadline => Wake::Deadline,
+                beat = heartbeat.next() => Wake::Beat(beat),
+                read = socket.io.read_buf(&mut socket.read) => Wake::Read(read),
+            },
+            Ok(None) => tokio::select! {
+                biased;
+                _ = &mut shutdown => Wake::Shutdown,
+                _ = &mut deadline => Wake::Deadline,
+                beat = heartbeat.next() => Wake::Beat(beat),
+                read = socket.io.read_buf(&mut socket.read) => Wake::Read(read),
+                event = subscription.next() => Wake::Event(event),
+            },
+        };
+        streak = if matches!(wake, Wake::Event(_)) {
+            streak + 1
+        } else {
+            0
         };
         let step = match wake {
             Wake::Shutdown => Step::Close(
@@ -206,7 +346,7 @@ async fn serve(
                     Step::Close(close_code::POLICY, "token expired".into(), "token_expired")
                 }
             },
-            Wake::Beat(Beat::Ping) => match socket.send(Frame::Ping(Bytes::new())).await {
+            Wake::Beat(Beat::Ping) => match socket.send(&frame::control(opcode::PING, &[])).await {
                 Ok(()) => Step::Continue,
                 Err(_) => Step::Gone,
             },
@@ -215,27 +355,35 @@ async fn serve(
                 "no pong in time".into(),
                 "pong_timeout",
             ),
-            Wake::Frame(frame) => {
-                if matches!(frame, Some(Ok(_))) {
-                    heartbeat.alive();
-                }
-                match frame {
-                    Some(Ok(Frame::Text(text))) => {
-                        Box::pin(publish(&ctx, &who, peer, &channels, Bytes::from(text))).await
-                    }
-                    Some(Ok(Frame::Binary(data))) => {
+            Wake::Read(Ok(0) | Err(_)) => Step::Gone,
+            Wake::Read(Ok(_)) => Step::Continue,
+            Wake::Broken(error) => {
+                connection.set_reason("protocol_error");
+                Step::Close(error.close_code(), error.to_string(), "protocol_error")
+            }
+            Wake::Frame(incoming) => {
+                heartbeat.alive();
+                socket.shrink();
+                match incoming {
+                    Incoming::Text(data) | Incoming::Binary(data) => {
                         Box::pin(publish(&ctx, &who, peer, &channels, data)).await
                     }
-                    Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => Step::Continue,
-                    Some(Ok(Frame::Close(_))) => {
-                        // RFC 6455 §5.5.1: answer a close; the library queued the reply.
-                        let _ = socket.flush().await;
-                        Step::Gone
+                    Incoming::Ping(payload) => {
+                        match socket.send(&frame::control(opcode::PONG, &payload)).await {
+                            Ok(()) => Step::Continue,
+                            Err(_) => Step::Gone,
+                        }
                     }
-                    None => Step::Gone,
-                    Some(Err(error)) => {
-                        connection.set_reason("protocol_error");
-                        let _ = socket.send(close_for_error(&error)).await;
+                    Incoming::Pong(_) => Step::Continue,
+                    Incoming::Close(received) => {
+                        // RFC 6455 §5.5.1: answer a close, echoing its code.
+                        let answer = match received {
+                            Some((code, _)) => frame::close(code, ""),
+                            None => frame::control(opcode::CLOSE, &[]),
+                        };
+                        if socket.send(&answer).await.is_ok() {
+                            let _ = socket.io.shutdown().await;
+                        }
                         Step::Gone
                     }
                 }
@@ -249,7 +397,7 @@ async fn serve(
             Step::Gone => return,
             Step::Close(code, reason, metric) => {
                 connection.set_reason(metric);
-                let _ = socket.send(close_frame(code, &reason)).await;
+                socket.close(code, &reason).await;
                 return;
             }
         }
@@ -300,47 +448,70 @@ async fn publish(
     Step::Continue
 }
 
-/// Writes `first` and whatever else is ready, then flushes once.
+/// Most messages gathered into one vectored write (two slices each).
+const WRITE_BATCH_MESSAGES: usize = 64;
+
+/// Writes `first` and whatever else is ready in one vectored write: each
+/// message's frame header, then its shared data, uncopied.
 async fn write_events(
-    socket: &mut WebSocket,
+    socket: &mut RawSocket,
     subscription: &mut Subscription,
     connection: &mut Connection,
     first: Event,
 ) -> Step {
+    let mut batch: Vec<Arc<Message>> = Vec::new();
     let mut event = Some(first);
     let mut written = 0;
-    let mut count = 0;
-    let mut oldest = u64::MAX;
+    let mut deleted = None;
     while let Some(current) = event.take() {
         match current {
             Event::Message(message) => {
                 written += message.data.len();
-                count += 1;
-                oldest = oldest.min(message.published_at_ms);
-                if socket.feed(data_frame(&message)).await.is_err() {
-                    return Step::Gone;
-                }
+                batch.push(message);
             }
             Event::Gap(gap) => {
                 tracing::debug!(channel = %gap.channel, "gap on a raw WebSocket (not reportable in raw mode)");
             }
             Event::Deleted(channel) => {
-                let _ = socket.flush().await;
-                connection.delivered(count, oldest);
-                return Step::Close(
-                    close_code::NORMAL,
-                    format!("channel {channel} was deleted"),
-                    "channel_deleted",
-                );
+                deleted = Some(channel);
+                break;
             }
         }
-        if written < WRITE_BATCH_BYTES {
+        if written < WRITE_BATCH_BYTES && batch.len() < WRITE_BATCH_MESSAGES {
             event = subscription.try_next();
         }
     }
-    if socket.flush().await.is_err() {
-        return Step::Gone;
+    if !batch.is_empty() {
+        let heads: Vec<([u8; frame::MAX_HEADER], usize)> = batch
+            .iter()
+            .map(|m| frame::header(data_opcode(m), m.data.len()))
+            .collect();
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len() * 2);
+        for (message, (head, used)) in batch.iter().zip(&heads) {
+            slices.push(IoSlice::new(&head[..*used]));
+            slices.push(IoSlice::new(&message.data));
+        }
+        if socket.write_all(&mut slices).await.is_err() {
+            return Step::Gone;
+        }
+        let oldest = batch.iter().map(|m| m.published_at_ms).min().unwrap_or(0);
+        connection.delivered(batch.len(), oldest);
     }
-    connection.delivered(count, oldest);
-    Step::Continue
+    match deleted {
+        Some(channel) => Step::Close(
+            close_code::NORMAL,
+            format!("channel {channel} was deleted"),
+            "channel_deleted",
+        ),
+        None => Step::Continue,
+    }
+}
+
+/// Text frames for UTF-8 data, binary otherwise.
+fn data_opcode(message: &Message) -> u8 {
+    if message.is_text {
+        opcode::TEXT
+    } else {
+        opcode::BINARY
+    }
 }
