@@ -112,6 +112,16 @@ pub fn install() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// Folds the histogram samples recorded since the last call into their
+/// buckets. The recorder keeps every sample until then, so without this a
+/// server nobody scrapes grows by each delivery's sample (the exporter runs
+/// it only for recorders it installs itself); the sweep calls it every second.
+pub fn upkeep() {
+    if let Some(Some(handle)) = HANDLE.get() {
+        handle.run_upkeep();
+    }
+}
+
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!("herald_connections", "Open connections, by transport.");

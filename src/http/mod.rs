@@ -243,6 +243,7 @@ async fn sweep(
             _ = tick.tick() => {
                 engine.sweep();
                 limiters.iter().for_each(|l| l.sweep());
+                telemetry::upkeep();
             }
         }
     }

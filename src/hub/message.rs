@@ -28,9 +28,11 @@ pub enum Wire {
     SocketFrame,
     /// The JSON object used in long-poll responses.
     PollObject,
+    /// A whole raw WebSocket frame: header and data.
+    RawFrame,
 }
 
-const WIRE_COUNT: usize = 6;
+const WIRE_COUNT: usize = 7;
 
 /// One message in one channel's history.
 #[derive(Debug)]

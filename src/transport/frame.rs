@@ -1,10 +1,9 @@
 //! RFC 6455 framing for the server end of a raw WebSocket, without I/O.
 //!
 //! herald's raw sockets (`/sub/...`) write the same message to thousands of
-//! connections, so the write side is built for that: a data frame is a
-//! 2–10 byte header computed from the length, followed by the message's own
-//! shared bytes, written with one vectored write per batch (server frames
-//! are not masked, so nothing is copied per subscriber). The read side
+//! connections, so the write side is built for that: server frames are not
+//! masked, so one frame (a 2–10 byte header and the data) serves every
+//! subscriber and is built once per message. The read side
 //! reassembles the few frames clients send and enforces the rules that keep
 //! a hostile client from costing more than its size limit.
 
