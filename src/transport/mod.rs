@@ -44,7 +44,11 @@ pub fn check_publish_rate(ctx: &Context, peer: IpAddr) -> Result<(), ApiError> {
 }
 
 /// Publishes through the engine and records it; every publish path goes through here.
-pub async fn publish(ctx: &Context, draft: Draft) -> Result<Published, EngineError> {
+pub async fn publish(ctx: &Context, mut draft: Draft) -> Result<Published, EngineError> {
+    // Copied out of the buffer it arrived in: a slice of hyper's (or a
+    // socket's) read buffer keeps that whole buffer alive for as long as the
+    // message stays in history (measured: about 5 KiB per 256-byte message).
+    draft.data = bytes::Bytes::copy_from_slice(&draft.data);
     let bytes = draft.data.len();
     match ctx.engine.publish(draft).await {
         Ok(published) => {
