@@ -433,3 +433,41 @@ async fn an_unmasked_client_frame_fails_the_connection() {
     peer.send(frame).await;
     peer.expect_close(1002, "unmasked").await;
 }
+
+#[tokio::test]
+async fn the_server_pings_and_closes_a_client_that_stops_answering() {
+    let server = common::start(|c| {
+        c.ws_ping_interval = std::time::Duration::from_millis(100);
+        c.ws_pong_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let mut peer = Peer::connect(server.addr, "heartbeat").await;
+    // Answered pings keep the connection open, and data still flows between them.
+    let (mut pings, mut echoes) = (0, 0);
+    peer.send(Out::new(TEXT, b"echo 0".to_vec())).await;
+    while pings < 3 || echoes < 3 {
+        let frame = peer.recv().await.expect("the connection to stay open");
+        match frame.opcode {
+            PING => {
+                pings += 1;
+                peer.send(Out::new(PONG, frame.payload)).await;
+            }
+            TEXT => {
+                assert_eq!(frame.payload, format!("echo {echoes}").into_bytes());
+                echoes += 1;
+                if echoes < 3 {
+                    peer.send(Out::new(TEXT, format!("echo {echoes}").into_bytes()))
+                        .await;
+                }
+            }
+            _ => panic!("unexpected {frame:?}"),
+        }
+    }
+    // Then silence: the next ping goes unanswered and the server gives up.
+    let close = peer.recv_skipping_pings().await.expect("a close frame");
+    assert_eq!(close.opcode, CLOSE, "{close:?}");
+    assert_eq!(
+        u16::from_be_bytes([close.payload[0], close.payload[1]]),
+        1001
+    );
+}

@@ -12,9 +12,13 @@
 //! is waiting), with no per-subscriber copy or codec state. The heartbeat and the
 //! close codes below are shared with the axum-based `/ws` and demo sockets.
 
+use std::future::Future;
 use std::io::IoSlice;
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message as Frame, Utf8Bytes, WebSocketUpgrade};
@@ -22,11 +26,14 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method, StatusCode, Version};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::Instant;
+use tokio::io::AsyncWriteExt;
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_util::io::poll_read_buf;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::frame::{self, opcode, Decoder, FrameError, Incoming};
 use super::{connection_deadline, Context, Expiry, WRITE_BATCH_BYTES};
@@ -51,10 +58,13 @@ pub mod close_code {
 }
 
 /// Pings a WebSocket client on an interval and notices when it stops answering.
+/// One timer serves both: it runs to the next ping, then to the pong deadline.
 pub struct Heartbeat {
-    interval: tokio::time::Interval,
+    every: Duration,
     timeout: Duration,
-    waiting_since: Option<Instant>,
+    timer: Pin<Box<Sleep>>,
+    /// When the last ping went out, while its pong is awaited.
+    pinged_at: Option<Instant>,
 }
 
 /// What the heartbeat asks for.
@@ -66,33 +76,38 @@ pub enum Beat {
 impl Heartbeat {
     pub fn new(every: Duration, timeout: Duration) -> Self {
         let every = every.max(Duration::from_millis(10));
-        let mut interval = tokio::time::interval_at(Instant::now() + every, every);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Self {
-            interval,
+            every,
             timeout,
-            waiting_since: None,
+            timer: Box::pin(tokio::time::sleep(every)),
+            pinged_at: None,
         }
+    }
+
+    /// Ready when a ping is due or the last one went unanswered too long.
+    pub fn poll_next(&mut self, cx: &mut TaskContext<'_>) -> Poll<Beat> {
+        if self.timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if self.pinged_at.is_some() {
+            return Poll::Ready(Beat::TimedOut);
+        }
+        let now = Instant::now();
+        self.pinged_at = Some(now);
+        self.timer.as_mut().reset(now + self.timeout);
+        Poll::Ready(Beat::Ping)
     }
 
     /// Waits until a ping is due or the last one went unanswered too long. Cancel-safe.
     pub async fn next(&mut self) -> Beat {
-        match self.waiting_since {
-            Some(since) => {
-                tokio::time::sleep_until(since + self.timeout).await;
-                Beat::TimedOut
-            }
-            None => {
-                self.interval.tick().await;
-                self.waiting_since = Some(Instant::now());
-                Beat::Ping
-            }
-        }
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 
     /// The client showed it is alive (any frame counts).
     pub fn alive(&mut self) {
-        self.waiting_since = None;
+        if let Some(pinged_at) = self.pinged_at.take() {
+            self.timer.as_mut().reset(pinged_at + self.every);
+        }
     }
 }
 
@@ -288,6 +303,71 @@ enum Step {
 /// (shutdown, timers, the client) even though more messages are waiting.
 const FAIRNESS: u32 = 16;
 
+/// The waker a raw socket's task gives its sources other than the
+/// subscription (shutdown, deadline, heartbeat, the client's bytes): it
+/// notes that one of them fired, then wakes the task. Their registrations
+/// outlive a poll, so while none has fired they need no polling at all.
+struct Others {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Default for Others {
+    fn default() -> Self {
+        // Polled once at the start, which registers every source.
+        Self {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        }
+    }
+}
+
+impl std::task::Wake for Others {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+/// Ready with the first of the other sources that is ready; polls them only
+/// after one of them fired (or when asked to, by setting `woken`).
+fn poll_others<'a>(
+    others: &'a Arc<Others>,
+    mut shutdown: Pin<&'a mut WaitForCancellationFutureOwned>,
+    deadline: &'a mut Pin<Box<Sleep>>,
+    heartbeat: &'a mut Heartbeat,
+    socket: &'a mut RawSocket,
+) -> impl Future<Output = Wake> + 'a {
+    std::future::poll_fn(move |cx| {
+        others.task.register(cx.waker());
+        if !others.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let waker = Waker::from(others.clone());
+        let mut cx = TaskContext::from_waker(&waker);
+        let wake = if shutdown.as_mut().poll(&mut cx).is_ready() {
+            Wake::Shutdown
+        } else if deadline.as_mut().poll(&mut cx).is_ready() {
+            Wake::Deadline
+        } else if let Poll::Ready(beat) = heartbeat.poll_next(&mut cx) {
+            Wake::Beat(beat)
+        } else if let Poll::Ready(read) =
+            poll_read_buf(Pin::new(&mut socket.io), &mut cx, &mut socket.read)
+        {
+            Wake::Read(read)
+        } else {
+            return Poll::Pending;
+        };
+        // The sources after the ready one were not polled: look again next time.
+        others.woken.store(true, Ordering::Release);
+        Poll::Ready(wake)
+    })
+}
+
 async fn serve(
     ctx: Context,
     mut socket: RawSocket,
@@ -301,34 +381,33 @@ async fn serve(
     let (mut deadline, expiry) = connection_deadline(&ctx.config, &who);
     // Kept across iterations, so the shutdown signal is registered once.
     let mut shutdown = std::pin::pin!(ctx.shutdown.clone().cancelled_owned());
+    let others = Arc::new(Others::default());
     let mut streak = 0u32;
     loop {
         // The select only says what woke the task; the work happens after it,
         // once its futures are dropped, so the connection's future (its
         // memory for as long as it is open, idle or not) holds room for the
-        // select or for one handler, not both. The subscription comes first:
-        // a delivery then costs one poll, not one of every source; the other
-        // sources are looked at whenever no message is waiting, and at least
-        // every FAIRNESS deliveries.
+        // select or for one handler, not both. The subscription comes first,
+        // and the other sources are polled only when one of them woke the
+        // task (`Others`): a delivery then costs one poll of the queue, not
+        // one of every source. Every FAIRNESS deliveries in a row, the other
+        // sources go first, so a busy channel cannot starve them.
         let wake = match socket.decoder.decode(&mut socket.read) {
             Ok(Some(incoming)) => Wake::Frame(incoming),
             Err(error) => Wake::Broken(error),
             Ok(None) if streak < FAIRNESS => tokio::select! {
                 biased;
                 event = subscription.next() => Wake::Event(event),
-                _ = &mut shutdown => Wake::Shutdown,
-                _ = &mut deadline => Wake::Deadline,
-                beat = heartbeat.next() => Wake::Beat(beat),
-                read = socket.io.read_buf(&mut socket.read) => Wake::Read(read),
+                wake = poll_others(&others, shutdown.as_mut(), &mut deadline, &mut heartbeat, &mut socket) => wake,
             },
-            Ok(None) => tokio::select! {
-                biased;
-                _ = &mut shutdown => Wake::Shutdown,
-                _ = &mut deadline => Wake::Deadline,
-                beat = heartbeat.next() => Wake::Beat(beat),
-                read = socket.io.read_buf(&mut socket.read) => Wake::Read(read),
-                event = subscription.next() => Wake::Event(event),
-            },
+            Ok(None) => {
+                others.woken.store(true, Ordering::Release);
+                tokio::select! {
+                    biased;
+                    wake = poll_others(&others, shutdown.as_mut(), &mut deadline, &mut heartbeat, &mut socket) => wake,
+                    event = subscription.next() => Wake::Event(event),
+                }
+            }
         };
         streak = if matches!(wake, Wake::Event(_)) {
             streak + 1
