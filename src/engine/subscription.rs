@@ -135,7 +135,7 @@ impl Subscription {
     /// The next event, waiting for one if needed. Cancel-safe.
     pub async fn next(&mut self) -> Event {
         loop {
-            if let Some(event) = self.try_next() {
+            if let Some(event) = self.next_pending() {
                 return event;
             }
             if let Some(channel) = self.catch_up.front().cloned() {
@@ -149,19 +149,23 @@ impl Subscription {
                 self.catch_up.pop_front();
                 continue;
             }
-            if self.take_signals() {
-                continue;
-            }
-            if let Some(message) = self.inbox.wait().await {
-                if let Verdict::Deliver(event) = self.judge(message) {
-                    return event;
+            // Queued messages come before signals: the inbox hands out
+            // messages while it has any, then `None` once only signals are left.
+            match self.inbox.wait().await {
+                Some(message) => {
+                    if let Verdict::Deliver(event) = self.judge(message) {
+                        return event;
+                    }
+                }
+                None => {
+                    self.take_signals();
                 }
             }
         }
     }
 
-    /// The next event if one is ready now (for batching several into one write).
-    pub fn try_next(&mut self) -> Option<Event> {
+    /// The next replayed or re-queued event, if any.
+    fn next_pending(&mut self) -> Option<Event> {
         while let Some(event) = self.pending.pop_front() {
             match event {
                 Event::Message(message) => {
@@ -175,6 +179,14 @@ impl Subscription {
                 }
                 other => return Some(other),
             }
+        }
+        None
+    }
+
+    /// The next event if one is ready now (for batching several into one write).
+    pub fn try_next(&mut self) -> Option<Event> {
+        if let Some(event) = self.next_pending() {
+            return Some(event);
         }
         if !self.catch_up.is_empty() {
             return None;
@@ -228,11 +240,9 @@ impl Subscription {
         Verdict::Deliver(Event::Message(message))
     }
 
-    /// Turns hub signals into catch-ups and deletions. True if any arrived.
-    fn take_signals(&mut self) -> bool {
-        let signals = self.inbox.take_signals();
-        let any = !signals.is_empty();
-        for signal in signals {
+    /// Turns hub signals into catch-ups and deletions.
+    fn take_signals(&mut self) {
+        for signal in self.inbox.take_signals() {
             match signal {
                 Signal::Lagged(channel) => {
                     telemetry::lagged();
@@ -250,7 +260,6 @@ impl Subscription {
                 }
             }
         }
-        any
     }
 
     /// Re-attaches `channel` from the last id delivered.

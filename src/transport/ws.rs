@@ -543,15 +543,24 @@ async fn write_events(
     connection: &mut Connection,
     first: Event,
 ) -> Step {
-    let mut batch: Vec<Arc<Message>> = Vec::new();
+    // The frames to write: most wakes carry one message, which needs no list.
+    let mut frames: Vec<Bytes> = Vec::new();
+    let mut only: Option<Bytes> = None;
     let mut event = Some(first);
-    let mut written = 0;
+    let (mut written, mut count, mut oldest) = (0, 0, u64::MAX);
     let mut deleted = None;
     while let Some(current) = event.take() {
         match current {
             Event::Message(message) => {
                 written += message.data.len();
-                batch.push(message);
+                count += 1;
+                oldest = oldest.min(message.published_at_ms);
+                let frame = data_frame(&message);
+                match only.take() {
+                    None if frames.is_empty() => only = Some(frame),
+                    None => frames.push(frame),
+                    Some(previous) => frames.extend([previous, frame]),
+                }
             }
             Event::Gap(gap) => {
                 tracing::debug!(channel = %gap.channel, "gap on a raw WebSocket (not reportable in raw mode)");
@@ -561,19 +570,22 @@ async fn write_events(
                 break;
             }
         }
-        if written < WRITE_BATCH_BYTES && batch.len() < WRITE_BATCH_MESSAGES {
+        if written < WRITE_BATCH_BYTES && count < WRITE_BATCH_MESSAGES {
             event = subscription.try_next();
         }
     }
-    if !batch.is_empty() {
-        let frames: Vec<Bytes> = batch.iter().map(|m| data_frame(m)).collect();
-        let mut slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
-        if socket.write_all(&mut slices).await.is_err() {
-            return Step::Gone;
+    let sent = match only {
+        Some(frame) => socket.io.write_all(&frame).await,
+        None if frames.is_empty() => Ok(()),
+        None => {
+            let mut slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
+            socket.write_all(&mut slices).await
         }
-        let oldest = batch.iter().map(|m| m.published_at_ms).min().unwrap_or(0);
-        connection.delivered(batch.len(), oldest);
+    };
+    if sent.is_err() {
+        return Step::Gone;
     }
+    connection.delivered(count, oldest);
     match deleted {
         Some(channel) => Step::Close(
             close_code::NORMAL,
