@@ -15,7 +15,7 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 
-use crate::http::ApiError;
+use crate::error::ApiError;
 use crate::hub::{ChannelName, Draft};
 use crate::transport::ws::{close_code, close_for_error, close_frame, configure};
 use crate::transport::Context;

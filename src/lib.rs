@@ -1,20 +1,25 @@
 //! herald: a real-time push server.
 //!
 //! One ordered, bounded, resumable history per channel, delivered over
-//! WebSocket, Server-Sent Events and HTTP long polling. The layers read top
-//! to bottom: [`http`] takes requests, [`engine`] stores and sequences
-//! messages on top of the [`hub`], and [`transport`] turns subscription
-//! events into bytes on a wire.
+//! WebSocket, Server-Sent Events and HTTP long polling. Dependencies point
+//! one way, checked by `tests/layers.rs`: [`http`] takes requests and routes
+//! them to a [`transport`], which turns subscription events into bytes on a
+//! wire; both talk to one [`engine`], which stores and sequences messages on
+//! top of the [`hub`] (pure logic, no I/O). Below or beside them, named by
+//! any layer above the engine: [`config`] (every option: flags, file,
+//! environment, resolved settings), [`error`] (what a client is told),
+//! [`limits`], [`auth`] and [`telemetry`]. An engine is opened from its own
+//! settings and never names the configuration, a transport or HTTP.
 
 pub mod auth;
 pub mod bench;
-pub mod cli;
 pub mod client;
 pub mod config;
-pub mod config_file;
 pub mod demo;
 pub mod engine;
+pub mod error;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod telemetry;
 pub mod transport;

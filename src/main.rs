@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use herald::cli::{Command, ConfigCommand, LogFormat, ServeArgs};
+use herald::config::cli::{Command, ConfigCommand, LogFormat};
+use herald::config::flags::ServeArgs;
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc rather than the system allocator: hyper, axum and the fan-out
@@ -15,7 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli =
-        herald::config_file::parse(std::env::args_os().collect()).unwrap_or_else(|e| e.exit());
+        herald::config::file::parse(std::env::args_os().collect()).unwrap_or_else(|e| e.exit());
     let filter = EnvFilter::try_new(&cli.log_level)
         .with_context(|| format!("bad --log-level {:?}", cli.log_level))?;
     let logs = tracing_subscriber::fmt()
@@ -33,15 +34,17 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Sub(args) => herald::client::subscribe::run(args).await?,
         Command::Bench(args) => print!("{}", herald::bench::run(args).await?),
-        Command::Config(ConfigCommand::Check { file }) => match herald::config_file::check(&file) {
-            Ok(keys) => println!("{}: ok ({keys} keys)", file.display()),
-            Err(error) => {
-                eprintln!("{error}");
-                std::process::exit(1);
+        Command::Config(ConfigCommand::Check { file }) => {
+            match herald::config::file::check(&file) {
+                Ok(keys) => println!("{}: ok ({keys} keys)", file.display()),
+                Err(error) => {
+                    eprintln!("{error}");
+                    std::process::exit(1);
+                }
             }
-        },
+        }
         Command::Config(ConfigCommand::Show(_)) => {
-            let shown = herald::config_file::show(std::env::args_os().collect())
+            let shown = herald::config::file::show(std::env::args_os().collect())
                 .unwrap_or_else(|e| e.exit());
             print!("{shown}");
         }

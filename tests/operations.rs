@@ -431,7 +431,7 @@ fn the_configuration_reference_matches_the_code() {
             (cells[0].clone(), cells)
         })
         .collect();
-    let mut known = herald::config_file::known_keys();
+    let mut known = herald::config::file::known_keys();
     known.push("config".into());
     let mut problems = Vec::new();
     for key in &known {

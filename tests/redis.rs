@@ -23,7 +23,6 @@ use common::*;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
 
 /// A delivered message: its id (none on raw WebSocket) and its data.
 type Got = (Option<String>, String);
@@ -46,40 +45,23 @@ async fn read_sse(mut sse: SseStream, count: usize, what: String) -> Vec<Got> {
     sse_messages(&mut sse, count, &what).await
 }
 
-/// Reads the next `count` data frames of a raw WebSocket.
-async fn raw_messages(socket: &mut Socket, count: usize, what: &str) -> Vec<Got> {
-    let mut got = Vec::with_capacity(count);
-    while got.len() < count {
-        match try_frame(socket).await {
-            Some(Message::Text(text)) => got.push((None, text.to_string())),
-            other => panic!("{what}: after {} frames got {other:?}", got.len()),
-        }
-    }
-    got
+/// The next `count` raw WebSocket frames as [`Got`] (data only).
+async fn raw_got(socket: &mut Socket, count: usize, what: &str) -> Vec<Got> {
+    let data = raw_messages(socket, count, what).await;
+    data.into_iter().map(|data| (None, data)).collect()
 }
 
 async fn read_raw(mut socket: Socket, count: usize, what: String) -> Vec<Got> {
-    raw_messages(&mut socket, count, &what).await
+    raw_got(&mut socket, count, &what).await
 }
 
-/// Reads the next `count` `msg` frames of a `/ws` socket.
-async fn ws_messages(socket: &mut Socket, count: usize, what: &str) -> Vec<Got> {
-    let mut got = Vec::with_capacity(count);
-    while got.len() < count {
-        let frame = try_json(socket)
-            .await
-            .unwrap_or_else(|| panic!("{what}: the socket closed after {}", got.len()));
-        assert_eq!(frame["op"], "msg", "{what}: {frame}");
-        got.push((
-            Some(frame["id"].as_str().unwrap().to_owned()),
-            frame["data"].as_str().unwrap().to_owned(),
-        ));
-    }
-    got
+/// The next `count` `msg` frames of a `/ws` socket as [`Got`].
+async fn ws_got(socket: &mut Socket, count: usize, what: &str) -> Vec<Got> {
+    without_channel(ws_messages(socket, count, what).await)
 }
 
 async fn read_ws(mut socket: Socket, count: usize, what: String) -> Vec<Got> {
-    ws_messages(&mut socket, count, &what).await
+    ws_got(&mut socket, count, &what).await
 }
 
 /// Long-polls `channel` from `since` until `count` messages, failing on a gap.
@@ -90,20 +72,11 @@ async fn read_poll(
     count: usize,
     what: String,
 ) -> Vec<Got> {
-    let mut since = since.to_owned();
-    let mut got = Vec::with_capacity(count);
-    while got.len() < count {
-        let page = poll(addr, &format!("/sub/{channel}?since={since}&timeout=3")).await;
-        assert!(page.get("gap").is_none(), "{what}: {page}");
-        for m in page["messages"].as_array().unwrap() {
-            got.push((
-                Some(m["id"].as_str().unwrap().to_owned()),
-                m["data"].as_str().unwrap().to_owned(),
-            ));
-        }
-        since = page["next"].as_str().unwrap().to_owned();
-    }
-    got
+    without_channel(poll_messages(addr, channel, since, count, &what).await.0)
+}
+
+fn without_channel(got: Vec<Delivery>) -> Vec<Got> {
+    got.into_iter().map(|(_, id, data)| (id, data)).collect()
 }
 
 /// `(id, data)` pairs as every subscriber with ids should see them.
@@ -599,10 +572,10 @@ async fn redis_down_fails_publishes_keeps_connections_and_the_nodes_recover() {
     }
     assert_eq!(sse_messages(&mut sse, 3, "SSE").await, with_ids(&before));
     assert_eq!(
-        raw_messages(&mut raw, 3, "raw WebSocket").await,
+        raw_got(&mut raw, 3, "raw WebSocket").await,
         data_only(&before)
     );
-    assert_eq!(ws_messages(&mut ws, 3, "/ws").await, with_ids(&before));
+    assert_eq!(ws_got(&mut ws, 3, "/ws").await, with_ids(&before));
 
     redis.stop().await;
     for node in [a, b] {
@@ -666,7 +639,7 @@ async fn redis_down_fails_publishes_keeps_connections_and_the_nodes_recover() {
     assert!(!gaps.is_empty(), "/ws: no gap before {after}");
     assert!(gaps.iter().all(|g| g["channel"] == "outage"), "{gaps:?}");
     assert_eq!(
-        raw_messages(&mut raw, 1, "raw WebSocket kept open on node a").await,
+        raw_got(&mut raw, 1, "raw WebSocket kept open on node a").await,
         vec![(None, "after".to_owned())]
     );
     let (gap, _, messages) = poll_through_gap(a.addr, "outage", &before[2].0).await;
@@ -699,7 +672,7 @@ async fn flushall_starts_a_new_epoch_and_every_transport_is_told_of_the_gap() {
         old.push((node.publish("flushed", &data).await, data));
     }
     assert_eq!(sse_messages(&mut sse, 3, "SSE").await, with_ids(&old));
-    assert_eq!(ws_messages(&mut ws, 3, "/ws").await, with_ids(&old));
+    assert_eq!(ws_got(&mut ws, 3, "/ws").await, with_ids(&old));
     let last_old = old[2].0.clone();
     // A poll held at the newest id across the flush.
     let held = {
@@ -764,7 +737,7 @@ async fn flushall_starts_a_new_epoch_and_every_transport_is_told_of_the_gap() {
         vec![(Some(second.clone()), "fresh-2".to_owned())]
     );
     assert_eq!(
-        ws_messages(&mut ws, 1, "/ws").await,
+        ws_got(&mut ws, 1, "/ws").await,
         vec![(Some(second), "fresh-2".to_owned())]
     );
 }
@@ -818,11 +791,11 @@ async fn a_client_resumes_on_another_node_with_an_id_from_the_first_on_every_tra
         assert_eq!(sse_messages(sse, rest.len(), what).await, with_ids(rest));
     }
     assert_eq!(
-        raw_messages(&mut raw, rest.len(), "raw WebSocket ?since=").await,
+        raw_got(&mut raw, rest.len(), "raw WebSocket ?since=").await,
         data_only(rest)
     );
     assert_eq!(
-        ws_messages(&mut ws, rest.len(), "/ws sub since").await,
+        ws_got(&mut ws, rest.len(), "/ws sub since").await,
         with_ids(rest)
     );
 
@@ -833,10 +806,10 @@ async fn a_client_resumes_on_another_node_with_an_id_from_the_first_on_every_tra
         assert_eq!(sse_messages(sse, 1, what).await, want, "{what}");
     }
     assert_eq!(
-        raw_messages(&mut raw, 1, "raw WebSocket").await,
+        raw_got(&mut raw, 1, "raw WebSocket").await,
         vec![(None, "live".to_owned())]
     );
-    assert_eq!(ws_messages(&mut ws, 1, "/ws").await, want);
+    assert_eq!(ws_got(&mut ws, 1, "/ws").await, want);
     let next = page["next"].as_str().unwrap();
     let page = poll(b.addr, &format!("/sub/resume?since={next}")).await;
     assert!(page.get("gap").is_none(), "poll: {page}");
@@ -898,8 +871,8 @@ async fn messages_published_while_a_node_lost_its_pubsub_connection_arrive_witho
     ws_sub(&mut ws, "hole", None).await;
     let first = vec![(a.publish("hole", "first").await, "first".to_owned())];
     assert_eq!(sse_messages(&mut sse, 1, "SSE").await, with_ids(&first));
-    assert_eq!(raw_messages(&mut raw, 1, "raw").await, data_only(&first));
-    assert_eq!(ws_messages(&mut ws, 1, "/ws").await, with_ids(&first));
+    assert_eq!(raw_got(&mut raw, 1, "raw").await, data_only(&first));
+    assert_eq!(ws_got(&mut ws, 1, "/ws").await, with_ids(&first));
 
     // Redis drops every Pub/Sub connection but keeps its data: what node a
     // publishes before node b listens again is in the Stream, not lost.
@@ -924,7 +897,7 @@ async fn messages_published_while_a_node_lost_its_pubsub_connection_arrive_witho
         within_for(
             RECOVERY,
             "the raw WebSocket",
-            raw_messages(&mut raw, missed.len(), "raw")
+            raw_got(&mut raw, missed.len(), "raw")
         )
         .await,
         data_only(&missed)
@@ -933,7 +906,7 @@ async fn messages_published_while_a_node_lost_its_pubsub_connection_arrive_witho
         within_for(
             RECOVERY,
             "the /ws socket",
-            ws_messages(&mut ws, missed.len(), "/ws")
+            ws_got(&mut ws, missed.len(), "/ws")
         )
         .await,
         with_ids(&missed)
@@ -947,7 +920,7 @@ async fn messages_published_while_a_node_lost_its_pubsub_connection_arrive_witho
     // And live delivery goes on.
     let live = vec![(a.publish("hole", "live").await, "live".to_owned())];
     assert_eq!(sse_messages(&mut sse, 1, "SSE").await, with_ids(&live));
-    assert_eq!(ws_messages(&mut ws, 1, "/ws").await, with_ids(&live));
+    assert_eq!(ws_got(&mut ws, 1, "/ws").await, with_ids(&live));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -997,22 +970,7 @@ async fn a_publish_retried_on_another_node_with_its_idempotency_key_is_stored_on
     let redis = RedisServer::start().await;
     let nodes = Node::cluster(&redis, 2).await;
     let (a, b) = (&nodes[0], &nodes[1]);
-    let http = reqwest::Client::new();
-    let mut ids = Vec::new();
-    for node in [a, b, a] {
-        let response = within(
-            "a publish",
-            http.post(url(node.addr, "/pub/retried"))
-                .header("idempotency-key", "order-17")
-                .body("once")
-                .send(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(response.status(), 200, "node {}", node.name);
-        let answer: Value = response.json().await.unwrap();
-        ids.push(answer["id"].as_str().unwrap().to_owned());
-    }
+    let ids = publish_retried(&[a, b, a], "retried", "order-17", "once").await;
     assert!(
         ids.iter().all(|id| id == &ids[0]),
         "one id for every retry: {ids:?}"
@@ -1035,7 +993,7 @@ async fn a_delete_on_one_node_reaches_subscribers_on_another() {
     ws_sub(&mut ws, "gone", None).await;
     let kept = vec![(a.publish("gone", "x").await, "x".to_owned())];
     assert_eq!(sse_messages(&mut sse, 1, "SSE").await, with_ids(&kept));
-    assert_eq!(ws_messages(&mut ws, 1, "/ws").await, with_ids(&kept));
+    assert_eq!(ws_got(&mut ws, 1, "/ws").await, with_ids(&kept));
     let response = within(
         "the delete",
         reqwest::Client::new()

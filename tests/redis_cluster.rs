@@ -15,7 +15,6 @@ mod common;
 mod processes;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,7 +25,6 @@ use processes::*;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
 
 /// How many primaries the cluster has (no replicas).
 const PRIMARIES: usize = 3;
@@ -87,53 +85,21 @@ impl RedisCluster {
             }
             let dir = self.dir.join(port.to_string());
             std::fs::create_dir_all(&dir).unwrap();
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string()])
-                .args(["--cluster-port", &bus.to_string()])
-                .args(["--cluster-enabled", "yes"])
-                .arg("--cluster-config-file")
-                .arg(self.dir.join(format!("nodes-{port}.conf")))
-                .args(["--bind", "127.0.0.1"])
-                .args(["--save", ""])
-                .args(["--appendonly", "no"])
-                .args(["--daemonize", "no"])
-                .args(["--loglevel", "notice"])
-                .arg("--logfile")
-                .arg(dir.join("redis.log"))
-                .arg("--dir")
-                .arg(&dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("redis-server on PATH (apt-get install -y redis-server)");
-            let pid = child.id().expect("a running child");
-            let started = within("redis-server to answer PING", async {
-                loop {
-                    if child.try_wait().unwrap().is_some() {
-                        return false;
-                    }
-                    if redis_command(port, &["PING"]).await.ok().as_deref() == Some("+PONG") {
-                        return true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            })
-            .await;
-            if !started {
+            let args: Vec<std::ffi::OsString> = vec![
+                "--cluster-port".into(),
+                bus.to_string().into(),
+                "--cluster-enabled".into(),
+                "yes".into(),
+                "--cluster-config-file".into(),
+                self.dir.join(format!("nodes-{port}.conf")).into(),
+                "--loglevel".into(),
+                "notice".into(),
+                "--logfile".into(),
+                dir.join("redis.log").into(),
+            ];
+            let Some(child) = spawn_redis_server(port, &dir, &args, Stdio::null).await else {
                 continue;
-            }
-            // Whoever answers must be our child, not some Redis already there
-            // (another test's, which took the port first: ours is exiting).
-            let info = redis_command(port, &["INFO", "server"])
-                .await
-                .unwrap_or_default();
-            if !info.contains(&format!("process_id:{pid}\r")) {
-                let _ = child.start_kill();
-                let _ = within("a redis-server that lost its port to exit", child.wait()).await;
-                continue;
-            }
+            };
             return Primary { port, child };
         }
         panic!("a cluster-enabled redis-server did not start on any of 5 free ports");
@@ -323,11 +289,6 @@ fn channel_of(data: &str) -> String {
         .to_owned()
 }
 
-/// A cursor in a query string.
-fn encode_cursor(cursor: &str) -> String {
-    cursor.replace('=', "%3D").replace(',', "%2C")
-}
-
 /// The next `count` messages of an SSE stream opened with `?envelope=1`;
 /// each event's id is the stream's cursor (just the message id on one channel).
 async fn sse_messages(sse: &mut SseStream, count: usize, what: &str) -> Vec<Got> {
@@ -359,60 +320,12 @@ async fn sse_messages(sse: &mut SseStream, count: usize, what: &str) -> Vec<Got>
     got
 }
 
-/// The next `count` data frames of a raw WebSocket.
-async fn raw_messages(socket: &mut Socket, count: usize, what: &str) -> Vec<Got> {
-    let mut got = Vec::with_capacity(count);
-    while got.len() < count {
-        match try_frame(socket).await {
-            Some(Message::Text(text)) => got.push((channel_of(&text), None, text.to_string())),
-            other => panic!("{what}: after {} frames got {other:?}", got.len()),
-        }
-    }
-    got
-}
-
-/// The next `count` `msg` frames of a `/ws` socket.
-async fn ws_messages(socket: &mut Socket, count: usize, what: &str) -> Vec<Got> {
-    let mut got = Vec::with_capacity(count);
-    while got.len() < count {
-        let frame = try_json(socket)
-            .await
-            .unwrap_or_else(|| panic!("{what}: the socket closed after {}", got.len()));
-        assert_eq!(frame["op"], "msg", "{what}: {frame}");
-        got.push((
-            frame["channel"].as_str().unwrap().to_owned(),
-            Some(frame["id"].as_str().unwrap().to_owned()),
-            frame["data"].as_str().unwrap().to_owned(),
-        ));
-    }
-    got
-}
-
-/// Long-polls `channels` from `since` until `count` messages, failing on a
-/// gap; returns them and the cursor after the last.
-async fn poll_messages(
-    addr: SocketAddr,
-    channels: &str,
-    since: &str,
-    count: usize,
-    what: &str,
-) -> (Vec<Got>, String) {
-    let mut since = since.to_owned();
-    let mut got = Vec::with_capacity(count);
-    while got.len() < count {
-        let path = format!("/sub/{channels}?since={}&timeout=3", encode_cursor(&since));
-        let page = poll(addr, &path).await;
-        assert!(page.get("gap").is_none(), "{what}: {page}");
-        for m in page["messages"].as_array().unwrap() {
-            got.push((
-                m["channel"].as_str().unwrap().to_owned(),
-                Some(m["id"].as_str().unwrap().to_owned()),
-                m["data"].as_str().unwrap().to_owned(),
-            ));
-        }
-        since = page["next"].as_str().unwrap().to_owned();
-    }
-    (got, since)
+/// The next `count` raw WebSocket frames as [`Got`], each data naming its channel.
+async fn raw_deliveries(socket: &mut Socket, count: usize, what: &str) -> Vec<Got> {
+    let data = raw_messages(socket, count, what).await;
+    data.into_iter()
+        .map(|data| (channel_of(&data), None, data))
+        .collect()
 }
 
 /// Checks that `got` is, channel by channel, exactly `expected` (ids
@@ -517,7 +430,7 @@ async fn a_subscription_to_channels_on_every_primary_gets_every_message_on_both_
         let mut socket = websocket(node.addr, &format!("/sub/{list}")).await;
         let task = {
             let what = what.clone();
-            tokio::spawn(async move { raw_messages(&mut socket, TOTAL, &what).await })
+            tokio::spawn(async move { raw_deliveries(&mut socket, TOTAL, &what).await })
         };
         readers.push((what, false, task));
 
@@ -687,7 +600,7 @@ async fn resumes_idempotent_retries_and_channel_info_agree_across_nodes_on_a_clu
     let mut raw = websocket(b.addr, &format!("/sub/orders?since={since}")).await;
     check_per_channel(
         "raw WebSocket ?since= on node b",
-        &raw_messages(&mut raw, count, "raw").await,
+        &raw_deliveries(&mut raw, count, "raw").await,
         &rest,
         false,
     );
@@ -745,7 +658,7 @@ async fn resumes_idempotent_retries_and_channel_info_agree_across_nodes_on_a_clu
     .await;
     check_per_channel(
         "multi-channel raw WebSocket on node b",
-        &raw_messages(&mut multi_raw, count, "raw").await,
+        &raw_deliveries(&mut multi_raw, count, "raw").await,
         &rest,
         false,
     );
@@ -769,7 +682,7 @@ async fn resumes_idempotent_retries_and_channel_info_agree_across_nodes_on_a_clu
     );
     check_per_channel(
         "raw WebSocket on node b, live",
-        &raw_messages(&mut raw, 1, "raw").await,
+        &raw_deliveries(&mut raw, 1, "raw").await,
         &orders_live,
         false,
     );
@@ -787,7 +700,7 @@ async fn resumes_idempotent_retries_and_channel_info_agree_across_nodes_on_a_clu
     );
     check_per_channel(
         "multi-channel raw WebSocket on node b, live",
-        &raw_messages(&mut multi_raw, RESUMED.len(), "raw").await,
+        &raw_deliveries(&mut multi_raw, RESUMED.len(), "raw").await,
         &live,
         false,
     );
@@ -796,25 +709,7 @@ async fn resumes_idempotent_retries_and_channel_info_agree_across_nodes_on_a_clu
 
     // A publish to `chat` (on the primary node a was not given) retried on
     // the other node with its Idempotency-Key: one id, one message.
-    let http = reqwest::Client::new();
-    let mut ids = Vec::new();
-    for node in [&a, &b, &a, &b] {
-        let response = within(
-            "an idempotent publish",
-            http.post(url(node.addr, "/pub/chat"))
-                .header("idempotency-key", "order-17")
-                .body("chat|once")
-                .send(),
-        )
-        .await
-        .unwrap();
-        let status = response.status();
-        let answer: Value = within("a publish answer", response.json())
-            .await
-            .unwrap_or(Value::Null);
-        assert_eq!(status, 200, "publish on node {}: {answer}", node.name);
-        ids.push(answer["id"].as_str().unwrap().to_owned());
-    }
+    let ids = publish_retried(&[&a, &b, &a, &b], "chat", "order-17", "chat|once").await;
     assert!(
         ids.iter().all(|id| id == &ids[0]),
         "one id for every retry: {ids:?}"
@@ -853,7 +748,7 @@ async fn resumes_idempotent_retries_and_channel_info_agree_across_nodes_on_a_clu
     );
     check_per_channel(
         "multi-channel raw WebSocket on node b, after the retries",
-        &raw_messages(&mut multi_raw, 2, "raw").await,
+        &raw_deliveries(&mut multi_raw, 2, "raw").await,
         &tail,
         false,
     );

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
-    let _ = herald::config_file::check_text(text);
+    let _ = herald::config::file::check_text(text);
 });

@@ -7,7 +7,7 @@ use std::io::Read;
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::cli::PubArgs;
+use crate::config::cli::PubArgs;
 
 /// Why a client command failed.
 #[derive(Debug, Error)]

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as Frame;
 
 use super::{base_url, ClientError};
-use crate::cli::{SubArgs, SubTransport};
+use crate::config::cli::{SubArgs, SubTransport};
 use crate::hub::{ChannelName, Cursor, Since};
 
 /// Prints messages and counts them.

@@ -15,10 +15,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
-use crate::config::ServerConfig;
 use crate::hub::{
-    ChannelActivity, ChannelInfo, ChannelName, Draft, Published, Replay, Since, SubscriberHandle,
-    SubscriberId,
+    ChannelActivity, ChannelInfo, ChannelName, Draft, HistoryLimits, Published, Replay, Since,
+    SubscriberHandle, SubscriberId,
 };
 
 pub use memory::MemoryEngine;
@@ -40,16 +39,28 @@ pub struct EngineTotals {
     pub history_bytes: usize,
 }
 
-/// Opens the engine `config` asks for (memory unless a store is configured).
-pub async fn open(config: &ServerConfig) -> Result<Arc<dyn Engine>, EngineError> {
-    if let Some(redis) = &config.redis {
-        let engine = redis::RedisEngine::open(redis, config.history).await?;
+/// What opening an engine needs, and nothing of the rest of the server's
+/// configuration: which store (memory unless one is named) and the history
+/// limits.
+#[derive(Debug, Clone, Default)]
+pub struct EngineSettings {
+    pub history: HistoryLimits,
+    /// Keep history on disk in this directory (the durable engine).
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Share channels and history through Redis (the Redis engine).
+    pub redis: Option<redis::RedisConfig>,
+}
+
+/// Opens the engine `settings` ask for (memory unless a store is named).
+pub async fn open(settings: &EngineSettings) -> Result<Arc<dyn Engine>, EngineError> {
+    if let Some(redis) = &settings.redis {
+        let engine = redis::RedisEngine::open(redis, settings.history).await?;
         return Ok(Arc::new(engine));
     }
-    match &config.data_dir {
+    match &settings.data_dir {
         Some(dir) => {
             let dir = dir.clone();
-            let limits = config.history;
+            let limits = settings.history;
             // Loading history reads the whole store: keep it off the async workers.
             let engine =
                 tokio::task::spawn_blocking(move || durable::DurableEngine::open(&dir, limits))
@@ -59,7 +70,7 @@ pub async fn open(config: &ServerConfig) -> Result<Arc<dyn Engine>, EngineError>
                     })??;
             Ok(Arc::new(engine))
         }
-        None => Ok(Arc::new(MemoryEngine::new(config.history))),
+        None => Ok(Arc::new(MemoryEngine::new(settings.history))),
     }
 }
 

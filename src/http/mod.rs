@@ -2,9 +2,7 @@
 //! three transports, the browser client, the pages and health checks.
 
 pub mod assets;
-pub mod error;
 pub mod event_stream;
-pub mod limits;
 pub mod publish;
 pub mod server;
 pub mod status;
@@ -31,8 +29,8 @@ use crate::engine::Engine;
 use crate::telemetry;
 use crate::transport::{self, Context};
 
-pub use error::ApiError;
-use limits::RateLimiter;
+pub use crate::error::ApiError;
+use crate::limits::RateLimiter;
 
 /// Builds the router over an engine.
 pub fn router(ctx: Context) -> Router {
@@ -164,7 +162,7 @@ impl RunningServer {
 
 /// Opens the configured engine, binds `config.listen` and serves.
 pub async fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
-    let engine = crate::engine::open(&config)
+    let engine = crate::engine::open(&config.engine_settings())
         .await
         .map_err(|e| std::io::Error::other(format!("could not open the engine: {e}")))?;
     start_with_engine(config, engine).await

@@ -8,28 +8,19 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::Json;
-use base64::Engine as _;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 
-use super::error::ApiError;
 use crate::auth::{AuthError, Credential};
-use crate::hub::{ChannelInfo, ChannelName, Draft, EventName, Published};
+use crate::error::ApiError;
+use crate::hub::{ChannelInfo, ChannelName, Draft, EventName};
+use crate::transport::publish::{data_from_json, published_json};
 use crate::transport::{self, Context};
 
 /// Most messages in one batch publish.
 pub const MAX_BATCH: usize = 1000;
-
-/// The publish answer: `{"id", "channel", "subscribers"}`.
-pub fn published_json(published: &Published) -> Value {
-    json!({
-        "id": published.id.to_string(),
-        "channel": published.channel.as_str(),
-        "subscribers": published.subscribers,
-    })
-}
 
 fn info_json(info: &ChannelInfo) -> Value {
     json!({
@@ -153,25 +144,6 @@ struct BatchItem {
     event: Option<String>,
     #[serde(default)]
     encoding: Option<String>,
-}
-
-/// The bytes a JSON `data` field stands for: a string as is (or base64-decoded),
-/// anything else as its JSON text.
-pub fn data_from_json(data: Value, encoding: Option<&str>) -> Result<Bytes, ApiError> {
-    match (data, encoding) {
-        (Value::String(s), Some("base64")) => base64::engine::general_purpose::STANDARD
-            .decode(s.as_bytes())
-            .map(Bytes::from)
-            .map_err(|e| {
-                ApiError::bad_request("bad_data", format!("data is not valid base64: {e}"))
-            }),
-        (_, Some(other)) if other != "text" => Err(ApiError::bad_request(
-            "bad_encoding",
-            format!("unknown encoding {other:?}; use \"base64\" or leave it out"),
-        )),
-        (Value::String(s), _) => Ok(Bytes::from(s)),
-        (other, _) => Ok(Bytes::from(other.to_string())),
-    }
 }
 
 /// `POST /pub`: a JSON array of `{"channel", "data", "event"?, "encoding"?}`,

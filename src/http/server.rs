@@ -27,8 +27,8 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::event_stream::{self, After, Opening};
-use super::limits::{retry_after_seconds, RateLimiter};
 use crate::config::ServerConfig;
+use crate::limits::{retry_after_seconds, RateLimiter};
 
 /// Most headers in one request.
 pub const MAX_HEADERS: usize = 100;

@@ -11,7 +11,7 @@ use axum::extract::{ConnectInfo, Path, Query, Request};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use crate::error::ApiError;
 use crate::hub::{ChannelName, Cursor, Since};
 use crate::transport::{self, Context};
 

@@ -5,11 +5,13 @@
 pub mod frame;
 pub mod poll;
 pub mod protocol;
+pub mod publish;
 pub mod socket;
 pub mod sse;
 pub mod ws;
 
-use std::net::IpAddr;
+pub use publish::{check_publish_rate, publish};
+
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -17,10 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Credential;
 use crate::config::ServerConfig;
-use crate::engine::{Engine, EngineError};
-use crate::http::ApiError;
-use crate::hub::{Draft, Message, Published};
-use crate::telemetry;
+use crate::engine::Engine;
+use crate::hub::Message;
 
 /// What every handler needs: the engine, the settings, the shutdown signal.
 #[derive(Clone)]
@@ -31,35 +31,7 @@ pub struct Context {
     /// Live status snapshots for `/status/stream`.
     pub status: tokio::sync::watch::Receiver<Arc<str>>,
     /// Publishes per client IP.
-    pub publish_rate: Arc<crate::http::limits::RateLimiter>,
-}
-
-/// Refuses a publish from `peer` beyond `--publish-rate`.
-pub fn check_publish_rate(ctx: &Context, peer: IpAddr) -> Result<(), ApiError> {
-    ctx.publish_rate
-        .check(peer)
-        .map_err(|wait| ApiError::RateLimited {
-            retry_after: crate::http::limits::retry_after_seconds(wait),
-        })
-}
-
-/// Publishes through the engine and records it; every publish path goes through here.
-pub async fn publish(ctx: &Context, mut draft: Draft) -> Result<Published, EngineError> {
-    // Copied out of the buffer it arrived in: a slice of hyper's (or a
-    // socket's) read buffer keeps that whole buffer alive for as long as the
-    // message stays in history (measured: about 5 KiB per 256-byte message).
-    draft.data = bytes::Bytes::copy_from_slice(&draft.data);
-    let bytes = draft.data.len();
-    match ctx.engine.publish(draft).await {
-        Ok(published) => {
-            telemetry::published(bytes);
-            Ok(published)
-        }
-        Err(error) => {
-            telemetry::engine_error("publish");
-            Err(error)
-        }
-    }
+    pub publish_rate: Arc<crate::limits::RateLimiter>,
 }
 
 /// Why a streaming connection must end at its deadline.

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use super::{write_message_fields, Context};
 use crate::config::{parse_duration, ServerConfig};
 use crate::engine::{Event, QueueLimits, Subscription};
-use crate::http::ApiError;
+use crate::error::ApiError;
 use crate::hub::{ChannelName, Gap, Message, Since, Wire};
 use crate::telemetry::Connection;
 

@@ -17,12 +17,12 @@ use serde_json::{json, Value};
 use tokio::time::Sleep;
 
 use super::protocol::{self, Request};
+use super::publish::{data_from_json, published_json};
 use super::ws::{close_code, close_for_error, close_frame, configure, Beat, Heartbeat};
 use super::{connection_deadline, Context, Expiry, WRITE_BATCH_BYTES};
 use crate::auth::{AuthError, Credential};
 use crate::engine::{Event, Subscription};
-use crate::http::publish::{data_from_json, published_json};
-use crate::http::ApiError;
+use crate::error::ApiError;
 use crate::hub::{ChannelName, Cursor, Draft, EventName};
 use crate::telemetry::Connection;
 

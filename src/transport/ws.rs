@@ -39,7 +39,7 @@ use super::frame::{self, opcode, Decoder, FrameError, Incoming};
 use super::{connection_deadline, Context, Expiry, WRITE_BATCH_BYTES};
 use crate::auth::Credential;
 use crate::engine::{Event, Subscription};
-use crate::http::ApiError;
+use crate::error::ApiError;
 use crate::hub::{ChannelName, Draft, Message, Since, Wire};
 use crate::telemetry::Connection;
 

@@ -130,51 +130,9 @@ impl RedisServer {
 
     /// Starts redis-server on `self.port`; false if it exited (port taken).
     async fn spawn(&mut self) -> bool {
-        let mut child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .args(["--save", ""])
-            .args(["--appendonly", "no"])
-            .args(["--daemonize", "no"])
-            .args(["--loglevel", "warning"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server on PATH (apt-get install -y redis-server)");
-        let pid = child.id().expect("a running child");
-        let port = self.port;
-        let started = within("redis-server to answer PING", async {
-            loop {
-                if child.try_wait().unwrap().is_some() {
-                    return false;
-                }
-                if redis_command(port, &["PING"]).await.ok().as_deref() == Some("+PONG") {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
-        if !started {
-            return false;
-        }
-        // Whoever answers must be our child, not a Redis already there (or
-        // one another test started on the same free port a moment earlier):
-        // then this port is taken, and another is tried.
-        let info = redis_command(port, &["INFO", "server"])
-            .await
-            .unwrap_or_default();
-        if !info.contains(&format!("process_id:{pid}\r")) {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            return false;
-        }
-        self.child = Some(child);
-        true
+        let args: Vec<std::ffi::OsString> = vec!["--loglevel".into(), "warning".into()];
+        self.child = spawn_redis_server(self.port, &self.dir, &args, Stdio::null).await;
+        self.child.is_some()
     }
 
     /// Kills the server (SIGKILL) and waits until it is gone and the port is closed.
@@ -211,6 +169,59 @@ impl RedisServer {
         .await
         .unwrap_or_else(|e| panic!("Redis {args:?}: {e}"))
     }
+}
+
+/// Starts a `redis-server` (no persistence) on loopback `port` with `dir` as
+/// its working directory and `extra` arguments, and waits until it answers
+/// PING. `None` if it exited or if whoever answers is not this child (the
+/// port was taken by another Redis a moment earlier): the caller tries
+/// another port.
+pub async fn spawn_redis_server(
+    port: u16,
+    dir: &std::path::Path,
+    extra: &[std::ffi::OsString],
+    stderr: fn() -> Stdio,
+) -> Option<Child> {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(["--save", ""])
+        .args(["--appendonly", "no"])
+        .args(["--daemonize", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server on PATH (apt-get install -y redis-server)");
+    let pid = child.id().expect("a running child");
+    let started = within("redis-server to answer PING", async {
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            if redis_command(port, &["PING"]).await.ok().as_deref() == Some("+PONG") {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    if !started {
+        return None;
+    }
+    let info = redis_command(port, &["INFO", "server"])
+        .await
+        .unwrap_or_default();
+    if !info.contains(&format!("process_id:{pid}\r")) {
+        let _ = child.start_kill();
+        let _ = within("a redis-server that lost its port to exit", child.wait()).await;
+        return None;
+    }
+    Some(child)
 }
 
 impl Drop for RedisServer {
@@ -479,4 +490,92 @@ pub async fn try_poll(addr: SocketAddr, path: &str) -> Option<Value> {
         return None;
     }
     within("a poll body", response.json()).await.ok()
+}
+
+/// A delivered message: its channel, its id (none on a raw WebSocket) and its data.
+pub type Delivery = (String, Option<String>, String);
+
+/// The data of the next `count` text frames of a raw WebSocket.
+pub async fn raw_messages(socket: &mut Socket, count: usize, what: &str) -> Vec<String> {
+    let mut got = Vec::with_capacity(count);
+    while got.len() < count {
+        match try_frame(socket).await {
+            Some(Message::Text(text)) => got.push(text.to_string()),
+            other => panic!("{what}: after {} frames got {other:?}", got.len()),
+        }
+    }
+    got
+}
+
+/// The next `count` `msg` frames of a `/ws` socket, failing on any other op.
+pub async fn ws_messages(socket: &mut Socket, count: usize, what: &str) -> Vec<Delivery> {
+    let mut got = Vec::with_capacity(count);
+    while got.len() < count {
+        let frame = try_json(socket)
+            .await
+            .unwrap_or_else(|| panic!("{what}: the socket closed after {}", got.len()));
+        assert_eq!(frame["op"], "msg", "{what}: {frame}");
+        got.push(delivery(&frame));
+    }
+    got
+}
+
+/// Long-polls `channels` from `since` until `count` messages, failing on a
+/// gap; returns them and the cursor after the last.
+pub async fn poll_messages(
+    addr: SocketAddr,
+    channels: &str,
+    since: &str,
+    count: usize,
+    what: &str,
+) -> (Vec<Delivery>, String) {
+    let mut since = since.to_owned();
+    let mut got = Vec::with_capacity(count);
+    while got.len() < count {
+        let path = format!("/sub/{channels}?since={}&timeout=3", encode_cursor(&since));
+        let page = crate::common::poll(addr, &path).await;
+        assert!(page.get("gap").is_none(), "{what}: {page}");
+        got.extend(page["messages"].as_array().unwrap().iter().map(delivery));
+        since = page["next"].as_str().unwrap().to_owned();
+    }
+    (got, since)
+}
+
+/// A message object (`/ws` frame or poll page entry) as a [`Delivery`].
+fn delivery(m: &Value) -> Delivery {
+    (
+        m["channel"].as_str().unwrap().to_owned(),
+        Some(m["id"].as_str().unwrap().to_owned()),
+        m["data"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// A cursor in a query string.
+pub fn encode_cursor(cursor: &str) -> String {
+    cursor.replace('=', "%3D").replace(',', "%2C")
+}
+
+/// Publishes `data` to `channel` on each of `nodes` in turn with one
+/// `Idempotency-Key`, as a retrying publisher would; the ids answered.
+pub async fn publish_retried(nodes: &[&Node], channel: &str, key: &str, data: &str) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for node in nodes {
+        let response = within(
+            "an idempotent publish",
+            http.post(url(node.addr, &format!("/pub/{channel}")))
+                .header("idempotency-key", key)
+                .body(data.to_owned())
+                .send(),
+        )
+        .await
+        .unwrap();
+        let status = response.status();
+        let answer: Value = within("a publish answer", response.json())
+            .await
+            .unwrap_or(Value::Null);
+        assert_eq!(status, 200, "publish on node {}: {answer}", node.name);
+        ids.push(answer["id"].as_str().unwrap().to_owned());
+    }
+    ids
 }

@@ -16,7 +16,8 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use thiserror::Error;
 
-use crate::cli::{Cli, ServeArgs};
+use super::cli::Cli;
+use super::flags::ServeArgs;
 
 /// Keys that are not `serve` options but may appear in the file.
 const GLOBAL_KEYS: &[&str] = &["log_level", "log_format"];

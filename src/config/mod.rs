@@ -1,11 +1,21 @@
-//! Server configuration: the one struct every layer reads its settings from,
-//! plus parsers for the human forms users type (`90s`, `1h`, `64KiB`).
+//! Configuration, in one place: where each option is defined ([`flags`] for
+//! `herald serve`, [`cli`] for the command line as a whole), read from a TOML
+//! file ([`file`]) or the environment, validated, and resolved into the one
+//! [`ServerConfig`] every layer above the engine reads. The engine gets only
+//! its own part ([`ServerConfig::engine_settings`]).
+
+pub mod cli;
+pub mod file;
+pub mod flags;
+pub mod units;
+
+pub use units::{parse_duration, parse_size};
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::auth::Auth;
-use crate::engine::QueueLimits;
+use crate::engine::{EngineSettings, QueueLimits};
 use crate::hub::HistoryLimits;
 
 /// Everything `herald serve` can be told.
@@ -113,6 +123,15 @@ impl ServerConfig {
         })
     }
 
+    /// The part of the configuration an engine is opened from.
+    pub fn engine_settings(&self) -> EngineSettings {
+        EngineSettings {
+            history: self.history,
+            data_dir: self.data_dir.clone(),
+            redis: self.redis.clone(),
+        }
+    }
+
     /// Per-subscriber queue bounds for streaming transports.
     pub fn queue_limits(&self) -> QueueLimits {
         QueueLimits {
@@ -130,25 +149,6 @@ impl ServerConfig {
                 .any(|o| o == "*" || o.eq_ignore_ascii_case(origin)),
         }
     }
-}
-
-/// Parses `90s`, `1h`, `1h30m`, `250ms`; a bare number is seconds.
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let raw = raw.trim();
-    if let Ok(seconds) = raw.parse::<u64>() {
-        return Ok(Duration::from_secs(seconds));
-    }
-    humantime::parse_duration(raw)
-        .map_err(|e| format!("{raw:?} is not a duration ({e}); try 90s, 5m or 1h"))
-}
-
-/// Parses `65536`, `64KiB`, `64 KB`, `1MiB`.
-pub fn parse_size(raw: &str) -> Result<usize, String> {
-    let bytes = parse_size::Config::new()
-        .with_binary()
-        .parse_size(raw.trim())
-        .map_err(|e| format!("{raw:?} is not a size ({e}); try 65536, 64KiB or 1MiB"))?;
-    usize::try_from(bytes).map_err(|_| format!("{raw:?} is too large"))
 }
 
 #[cfg(test)]
