@@ -1,5 +1,6 @@
 //! The `herald` binary: parses the command line and runs a command.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -19,8 +20,13 @@ async fn main() -> anyhow::Result<()> {
         herald::config::file::parse(std::env::args_os().collect()).unwrap_or_else(|e| e.exit());
     let filter = EnvFilter::try_new(&cli.log_level)
         .with_context(|| format!("bad --log-level {:?}", cli.log_level))?;
+    let colour = herald::telemetry::log_colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => logs.init(),

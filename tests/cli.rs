@@ -337,3 +337,32 @@ async fn sub_gives_up_on_a_request_the_server_refuses() {
         );
     }
 }
+
+#[tokio::test]
+async fn logs_to_a_file_carry_no_colour_codes() {
+    let dir = std::env::temp_dir().join(format!("herald-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("serve.log");
+    let mut command = herald_async(&["serve", "--listen", "127.0.0.1:0", "--log-level", "debug"]);
+    command
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = command.spawn().expect("herald serve starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = within("herald serve to print its address", lines.next_line())
+        .await
+        .unwrap()
+        .expect("herald serve printed a line before exiting");
+    assert!(line.starts_with("herald listening on "), "{line}");
+    // Written before the address is printed: the open-file-limit debug line.
+    let written = std::fs::read(&log).unwrap();
+    child.kill().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let text = String::from_utf8_lossy(&written);
+    assert!(text.contains("DEBUG"), "a log line was written: {text:?}");
+    assert!(
+        !written.contains(&0x1b),
+        "no escape byte in a log written to a file: {text:?}"
+    );
+}
