@@ -61,12 +61,14 @@ async fn main() -> anyhow::Result<()> {
 /// Runs the server until SIGTERM or SIGINT, then drains within the shutdown timeout.
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let deadline = args.shutdown_timeout;
-    let config = args.into_config()?;
-    // Every connection is a file descriptor: take what the hard limit allows.
+    // Every connection is a file descriptor: take what the hard limit allows
+    // (before the configuration, whose default connection limit follows it).
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => tracing::debug!(limit, "open file limit"),
         Err(error) => tracing::warn!(%error, "could not raise the open file limit"),
     }
+    let config = args.into_config()?;
+    tracing::debug!(max_connections = config.max_connections, "connection limit");
     if let Some(warning) = config.exposure_warning() {
         tracing::warn!("{warning}");
     }

@@ -775,3 +775,49 @@ async fn public_key_tokens_rs256_and_es256_and_no_algorithm_confusion() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn at_the_connection_limit_health_and_metrics_answer_and_the_rest_get_503() {
+    let server = start(|c| c.max_connections = 2).await;
+    // Two connections that send nothing hold both slots: the accept loop
+    // takes connections in order, so they are counted before the next.
+    let held = [
+        TcpStream::connect(server.addr).await.unwrap(),
+        TcpStream::connect(server.addr).await.unwrap(),
+    ];
+    let fresh = || reqwest::Client::builder().build().unwrap();
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let response = within(path, fresh().get(url(server.addr, path)).send())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path} at the connection limit");
+    }
+    let response = within(
+        "a publish at the limit",
+        fresh().post(url(server.addr, "/pub/full")).body("x").send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_connections", "{body}");
+    drop(held);
+    // With the slots free again, a publish goes through.
+    within("the slots to come back", async {
+        loop {
+            let response = fresh()
+                .post(url(server.addr, "/pub/full"))
+                .body("x")
+                .send()
+                .await
+                .unwrap();
+            if response.status() == 200 {
+                return;
+            }
+            assert_eq!(response.status(), 503);
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}

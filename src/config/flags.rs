@@ -93,9 +93,11 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, how long to wait for connections to finish before exiting anyway.
     #[arg(long, env = "HERALD_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
-    /// Most simultaneous client connections; more are answered 503 and closed.
-    #[arg(long, env = "HERALD_MAX_CONNECTIONS", default_value_t = 100_000)]
-    pub max_connections: usize,
+    /// Most simultaneous client connections; more are answered 503 and closed
+    /// (health and metrics stay reachable). Default: the open-file limit less
+    /// a reserve of a tenth (at least 100), at most 100000.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// New connections per second per client IP (bursts of twice that); 0 turns it off.
     #[arg(long, env = "HERALD_CONNECTION_RATE", default_value_t = 50.0)]
     pub connection_rate: f64,
@@ -189,7 +191,14 @@ impl ServeArgs {
                 cluster: self.redis_cluster,
                 prefix: self.redis_prefix,
             }),
-            max_connections: self.max_connections.max(1),
+            max_connections: self
+                .max_connections
+                .unwrap_or_else(|| {
+                    let (soft, _) =
+                        rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 0));
+                    max_connections_for(soft)
+                })
+                .max(1),
             connection_rate: self.connection_rate,
             publish_rate: self.publish_rate,
             rate_limit_loopback: self.rate_limit_loopback,
@@ -212,5 +221,29 @@ impl ServeArgs {
             }),
             ..ServerConfig::default()
         })
+    }
+}
+
+/// The default `--max-connections` for an open-file limit of `nofile`: a
+/// tenth of the descriptors (at least 100) stay for Redis, the data store,
+/// refusals and health checks, so the server answers 503 at its limit
+/// rather than failing to accept.
+pub fn max_connections_for(nofile: u64) -> usize {
+    let reserve = (nofile / 10).max(100);
+    usize::try_from(nofile.saturating_sub(reserve))
+        .unwrap_or(usize::MAX)
+        .clamp(1, 100_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::max_connections_for;
+
+    #[test]
+    fn the_connection_limit_leaves_descriptors_in_reserve() {
+        assert_eq!(max_connections_for(20_000), 18_000);
+        assert_eq!(max_connections_for(1024), 924);
+        assert_eq!(max_connections_for(50), 1);
+        assert_eq!(max_connections_for(1 << 20), 100_000);
     }
 }

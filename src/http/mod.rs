@@ -64,6 +64,18 @@ pub fn router(ctx: Context) -> Router {
         .with_state(ctx)
 }
 
+/// What a connection beyond `--max-connections` may still reach: health,
+/// readiness and metrics, so that monitoring sees a full server as full
+/// rather than as down. Everything else is the usual 503.
+fn operations_router(ctx: Context) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { server::server_full_response() })
+        .with_state(ctx)
+}
+
 /// CORS for browsers on other origins, following `--allowed-origins`; preflights answered.
 fn cors(config: &ServerConfig) -> CorsLayer {
     let origins = match &config.allowed_origins {
@@ -209,10 +221,11 @@ pub async fn start_with_engine(
         background.push(tokio::spawn(demo::ticker(ctx.clone())));
     }
     let config = ctx.config.clone();
+    let operations = operations_router(ctx.clone());
     let app = router(ctx);
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        let served = server::run(listener, app, config, connection_rate, stop).await;
+        let served = server::run(listener, app, operations, config, connection_rate, stop).await;
         for task in background {
             task.abort();
             let _ = task.await;

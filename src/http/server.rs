@@ -33,17 +33,29 @@ use crate::limits::{retry_after_seconds, RateLimiter};
 /// Most headers in one request.
 pub const MAX_HEADERS: usize = 100;
 
+/// Connections beyond `--max-connections` that may still reach the health
+/// and metrics endpoints, so that a full server can be seen from outside.
+pub const OPERATIONS_SLOTS: usize = 32;
+
+/// How often a failing `accept` is logged at most.
+const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(5);
+
 /// Serves `app` on `listener` until `shutdown`, then waits for open HTTP
 /// connections to finish (WebSocket and SSE tasks end on the same signal).
+/// At the connection limit, [`OPERATIONS_SLOTS`] more connections are
+/// served by `operations` (health and metrics only); the rest get 503.
 pub async fn run(
     listener: TcpListener,
     app: Router,
+    operations: Router,
     config: Arc<ServerConfig>,
     connection_rate: Arc<RateLimiter>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    let operations_slots = Arc::new(Semaphore::new(OPERATIONS_SLOTS));
     let tracker = TaskTracker::new();
+    let mut accept_errors = AcceptErrors::default();
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -52,7 +64,7 @@ pub async fn run(
                 Err(error) => {
                     // Out of file descriptors or similar: back off briefly
                     // instead of spinning on a listener that cannot accept.
-                    tracing::warn!(%error, "accept failed");
+                    accept_errors.failed(&error);
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
@@ -64,7 +76,20 @@ pub async fn run(
             continue;
         }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracker.spawn(refuse(stream, server_full()));
+            match operations_slots.clone().try_acquire_owned() {
+                Ok(slot) => {
+                    let operations = operations.clone();
+                    let config = config.clone();
+                    let shutdown = shutdown.clone();
+                    tracker.spawn(async move {
+                        serve_hyper(stream, peer, operations, &config, shutdown).await;
+                        drop(slot);
+                    });
+                }
+                Err(_) => {
+                    tracker.spawn(refuse(stream, server_full()));
+                }
+            }
             continue;
         };
         let app = app.clone();
@@ -82,6 +107,36 @@ pub async fn run(
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// Failed accepts, logged at most once per [`ACCEPT_ERROR_LOG_EVERY`] with
+/// the count of those not logged: out of descriptors, accept fails every
+/// 20 ms, and a line each time would flood the log.
+#[derive(Default)]
+struct AcceptErrors {
+    last_logged: Option<tokio::time::Instant>,
+    unlogged: u64,
+}
+
+impl AcceptErrors {
+    fn failed(&mut self, error: &std::io::Error) {
+        let now = tokio::time::Instant::now();
+        if self
+            .last_logged
+            .is_some_and(|at| now.duration_since(at) < ACCEPT_ERROR_LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return;
+        }
+        tracing::warn!(%error, also_failed = self.unlogged, "accept failed");
+        self.last_logged = Some(now);
+        self.unlogged = 0;
+    }
+}
+
+/// The answer of the operations router to anything but health and metrics.
+pub fn server_full_response() -> Response<Body> {
+    server_full().response()
 }
 
 fn builder(config: &ServerConfig) -> Builder<TokioExecutor> {
