@@ -16,7 +16,7 @@ use axum::Router;
 use bytes::Bytes;
 
 use crate::error::ApiError;
-use crate::hub::{ChannelName, Draft};
+use crate::hub::{ChannelName, DataKind, Draft};
 use crate::transport::ws::{close_code, close_for_error, close_frame, configure};
 use crate::transport::Context;
 
@@ -102,6 +102,7 @@ pub async fn ticker(ctx: Context) {
             channel: channel.clone(),
             event: None,
             data: Bytes::from(clock_message()),
+            kind: DataKind::Text,
             idempotency_key: None,
         };
         if let Err(error) = crate::transport::publish(&ctx, draft).await {

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Engine, EngineError, EngineTotals};
 use crate::hub::{
-    now_ms, ChannelActivity, ChannelInfo, ChannelName, ChannelState, Draft, EventName,
+    now_ms, ChannelActivity, ChannelInfo, ChannelName, ChannelState, DataKind, Draft, EventName,
     HistoryLimits, Hub, Message, MessageId, Published, Replay, Since, SubscriberHandle,
     SubscriberId,
 };
@@ -31,7 +31,8 @@ use crate::hub::{
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS messages (
         channel TEXT NOT NULL, seq INTEGER NOT NULL, published_at INTEGER NOT NULL,
-        event TEXT, data BLOB NOT NULL, PRIMARY KEY (channel, seq)) WITHOUT ROWID;
+        event TEXT, data BLOB NOT NULL, kind INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (channel, seq)) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS channels (
         channel TEXT PRIMARY KEY, epoch INTEGER NOT NULL, last_seq INTEGER NOT NULL) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS idempotency (
@@ -73,6 +74,7 @@ fn restore_message(
     published_at: i64,
     event: Option<String>,
     data: Vec<u8>,
+    kind: i64,
 ) -> Message {
     let event = event
         .filter(|e| !e.is_empty())
@@ -82,8 +84,43 @@ fn restore_message(
         id,
         event,
         Bytes::from(data),
+        kind_of_column(kind),
         published_at as u64,
     )
+}
+
+/// The `messages.kind` column: 0 text, 1 binary.
+fn kind_column(kind: DataKind) -> i64 {
+    match kind {
+        DataKind::Text => 0,
+        DataKind::Binary => 1,
+    }
+}
+
+fn kind_of_column(kind: i64) -> DataKind {
+    if kind == 1 {
+        DataKind::Binary
+    } else {
+        DataKind::Text
+    }
+}
+
+/// Brings a store written by an earlier version up to the current schema:
+/// the `kind` column came later, and every message before it was text.
+fn migrate(db: &Connection) -> Result<(), EngineError> {
+    let has_kind: bool = db
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('messages') WHERE name = 'kind'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(unavailable)?
+        > 0;
+    if !has_kind {
+        db.execute_batch("ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0")
+            .map_err(unavailable)?;
+    }
+    Ok(())
 }
 
 impl DurableEngine {
@@ -97,6 +134,7 @@ impl DurableEngine {
         db.pragma_update(None, "synchronous", "FULL")
             .map_err(unavailable)?;
         db.execute_batch(SCHEMA).map_err(unavailable)?;
+        migrate(&db)?;
         let hub = Arc::new(Hub::new(limits));
         load(&db, &hub)?;
         let (writes, queue) = mpsc::channel(4 * MAX_BATCH);
@@ -138,7 +176,7 @@ fn load(db: &Connection, hub: &Hub) -> Result<(), EngineError> {
         .map_err(unavailable)?;
     let mut messages = db
         .prepare(
-            "SELECT seq, published_at, event, data FROM messages WHERE channel = ?1 ORDER BY seq",
+            "SELECT seq, published_at, event, data, kind FROM messages WHERE channel = ?1 ORDER BY seq",
         )
         .map_err(unavailable)?;
     let rows = channels
@@ -164,6 +202,7 @@ fn load(db: &Connection, hub: &Hub) -> Result<(), EngineError> {
                     r.get::<_, i64>(1)?,
                     r.get::<_, Option<String>>(2)?,
                     r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, i64>(4)?,
                 ))
             })
             .map_err(unavailable)?;
@@ -194,7 +233,7 @@ fn load(db: &Connection, hub: &Hub) -> Result<(), EngineError> {
             state.remember(&key, &published, expires_at as u64);
         }
         for message in stored {
-            let (seq, published_at, event, data) = message.map_err(unavailable)?;
+            let (seq, published_at, event, data, kind) = message.map_err(unavailable)?;
             let seq = seq as u64;
             // History keeps contiguous seqs; a hole (never expected) restarts it.
             if state.history.newest().is_some_and(|m| m.id.seq + 1 != seq) {
@@ -206,6 +245,7 @@ fn load(db: &Connection, hub: &Hub) -> Result<(), EngineError> {
                 published_at,
                 event,
                 data,
+                kind,
             );
             state.history.push(Arc::new(message), hub.limits(), now);
             loaded += 1;
@@ -301,6 +341,7 @@ impl Writer {
                         id,
                         draft.event,
                         draft.data,
+                        draft.kind,
                         now,
                     ));
                     publishes.push(Pending {
@@ -371,7 +412,7 @@ impl Writer {
         let tx = self.db.transaction().map_err(unavailable)?;
         {
             let mut insert = tx
-                .prepare_cached("INSERT INTO messages (channel, seq, published_at, event, data) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .prepare_cached("INSERT INTO messages (channel, seq, published_at, event, data, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
                 .map_err(unavailable)?;
             for pending in publishes {
                 let m = &pending.message;
@@ -381,7 +422,8 @@ impl Writer {
                         m.id.seq as i64,
                         m.published_at_ms as i64,
                         m.event.as_ref().map(|e| e.as_str()),
-                        &m.data[..]
+                        &m.data[..],
+                        kind_column(m.kind())
                     ])
                     .map_err(unavailable)?;
             }
@@ -543,5 +585,44 @@ impl Engine for DurableEngine {
 
     fn name(&self) -> &'static str {
         "durable"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_from_before_message_kinds_opens_with_its_messages_as_text() {
+        let dir = std::env::temp_dir().join(format!("herald-migrate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let db = Connection::open(dir.join("herald.sqlite3")).unwrap();
+            db.execute_batch(&format!(
+                "CREATE TABLE messages (channel TEXT NOT NULL, seq INTEGER NOT NULL, \
+                 published_at INTEGER NOT NULL, event TEXT, data BLOB NOT NULL, \
+                 PRIMARY KEY (channel, seq)) WITHOUT ROWID;
+                 CREATE TABLE channels (channel TEXT PRIMARY KEY, epoch INTEGER NOT NULL, \
+                 last_seq INTEGER NOT NULL) WITHOUT ROWID;
+                 INSERT INTO channels VALUES ('old', 7, 1);
+                 INSERT INTO messages VALUES ('old', 1, {}, NULL, X'6265666f7265');",
+                now_ms()
+            ))
+            .unwrap();
+        }
+        let engine = DurableEngine::open(&dir, HistoryLimits::default()).unwrap();
+        let info = engine
+            .hub
+            .info(&ChannelName::parse("old").unwrap(), now_ms())
+            .expect("the old channel is loaded");
+        assert_eq!(info.messages, 1);
+        drop(engine);
+        let db = Connection::open(dir.join("herald.sqlite3")).unwrap();
+        let kind: i64 = db
+            .query_row("SELECT kind FROM messages WHERE seq = 1", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kind_of_column(kind), DataKind::Text);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 
 use crate::auth::{AuthError, Credential};
 use crate::error::ApiError;
-use crate::hub::{ChannelInfo, ChannelName, Draft, EventName};
+use crate::hub::{ChannelInfo, ChannelName, DataKind, Draft, EventName};
 use crate::transport::publish::{data_from_json, published_json};
 use crate::transport::{self, Context};
 
@@ -81,6 +81,43 @@ fn authorize_publisher<'a>(
     Ok(())
 }
 
+/// Text or binary, by the body's `Content-Type`: none, `text/*`, JSON, XML,
+/// JavaScript and form data (what `curl -d` sends) are text; anything else
+/// (`application/octet-stream`, protobuf, msgpack, images) is binary and
+/// stays binary on every transport, even when its bytes are valid UTF-8.
+fn data_kind(headers: &HeaderMap) -> DataKind {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return DataKind::Text;
+    };
+    let Ok(value) = value.to_str() else {
+        return DataKind::Binary;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let (kind, subtype) = essence.split_once('/').unwrap_or((essence.as_str(), ""));
+    let text = essence.is_empty()
+        || kind == "text"
+        || subtype.ends_with("+json")
+        || subtype.ends_with("+xml")
+        || matches!(
+            essence.as_str(),
+            "application/json"
+                | "application/xml"
+                | "application/javascript"
+                | "application/x-www-form-urlencoded"
+                | "application/x-ndjson"
+        );
+    if text {
+        DataKind::Text
+    } else {
+        DataKind::Binary
+    }
+}
+
 /// Reads a body of at most `limit` bytes, answering 413 beyond it.
 async fn read_body(
     headers: &HeaderMap,
@@ -130,6 +167,7 @@ pub async fn publish_one(
         channel,
         event,
         data,
+        kind: data_kind(&headers),
         idempotency_key,
     };
     let published = transport::publish(&ctx, draft).await?;
@@ -180,7 +218,7 @@ pub async fn publish_batch(
     let key = idempotency_key(&headers)?;
     let mut drafts = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let data = data_from_json(item.data, item.encoding.as_deref())?;
+        let (data, kind) = data_from_json(item.data, item.encoding.as_deref())?;
         if data.len() > ctx.config.max_message_size {
             return Err(ApiError::TooLarge {
                 limit: ctx.config.max_message_size,
@@ -190,6 +228,7 @@ pub async fn publish_batch(
             channel: ChannelName::parse(&item.channel)?,
             event: event_name(item.event.as_ref())?,
             data,
+            kind,
             idempotency_key: key.as_ref().map(|k| format!("{k}#{index}")),
         });
     }

@@ -34,6 +34,17 @@ pub enum Wire {
 
 const WIRE_COUNT: usize = 7;
 
+/// What a message's bytes are, as its publisher said (a WebSocket frame's
+/// opcode, a POST's `Content-Type`, a JSON item's `encoding`): text is shown
+/// as is; binary stays an opaque payload, a binary frame on a WebSocket and
+/// base64 wherever the wire is text, even when the bytes happen to be UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataKind {
+    #[default]
+    Text,
+    Binary,
+}
+
 /// One message in one channel's history.
 #[derive(Debug)]
 pub struct Message {
@@ -41,7 +52,8 @@ pub struct Message {
     pub id: MessageId,
     pub event: Option<EventName>,
     pub data: Bytes,
-    /// Whether `data` is valid UTF-8 (text frames, plain JSON strings) or not (binary, base64).
+    /// Whether `data` is text: published as text and valid UTF-8 (text
+    /// frames, plain JSON strings), else binary (binary frames, base64).
     pub is_text: bool,
     /// Wall-clock publish time in Unix milliseconds, for age trimming and latency.
     pub published_at_ms: u64,
@@ -55,9 +67,10 @@ impl Message {
         id: MessageId,
         event: Option<EventName>,
         data: Bytes,
+        kind: DataKind,
         published_at_ms: u64,
     ) -> Self {
-        let is_text = std::str::from_utf8(&data).is_ok();
+        let is_text = kind == DataKind::Text && std::str::from_utf8(&data).is_ok();
         Self {
             channel,
             id,
@@ -73,6 +86,15 @@ impl Message {
     /// The id as clients see it.
     pub fn id_text(&self) -> &str {
         &self.id_text
+    }
+
+    /// Text or binary, as delivered (text that is not UTF-8 is binary).
+    pub fn kind(&self) -> DataKind {
+        if self.is_text {
+            DataKind::Text
+        } else {
+            DataKind::Binary
+        }
     }
 
     /// The data as text, when it is text.

@@ -23,7 +23,7 @@ pub use channel::{ChannelState, Mirrored, Published, Replay};
 pub use gap::{Gap, GapReason};
 pub use history::{History, HistoryLimits};
 pub use id::{Cursor, CursorError, MessageId, Since};
-pub use message::{now_ms, Message, Wire};
+pub use message::{now_ms, DataKind, Message, Wire};
 pub use name::{ChannelName, EventName, NameError};
 pub use subscriber::{Inbox, Signal, SubscriberHandle, SubscriberId};
 
@@ -52,6 +52,8 @@ pub struct Draft {
     pub channel: ChannelName,
     pub event: Option<EventName>,
     pub data: Bytes,
+    /// Text or binary, as the publisher said.
+    pub kind: DataKind,
     pub idempotency_key: Option<String>,
 }
 
@@ -149,6 +151,7 @@ impl Hub {
                 id,
                 draft.event,
                 draft.data,
+                draft.kind,
                 now_ms,
             ));
             let subscribers = state.append(message, &limits, now_ms);

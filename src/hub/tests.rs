@@ -16,6 +16,7 @@ fn draft(channel: &ChannelName, data: &str) -> Draft {
         channel: channel.clone(),
         event: None,
         data: Bytes::copy_from_slice(data.as_bytes()),
+        kind: DataKind::Text,
         idempotency_key: None,
     }
 }

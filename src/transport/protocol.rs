@@ -182,7 +182,7 @@ pub fn message(message: &Message) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::{ChannelName, MessageId};
+    use crate::hub::{ChannelName, DataKind, MessageId};
 
     #[test]
     fn decodes_every_op_and_keeps_the_ref() {
@@ -226,6 +226,7 @@ mod tests {
             MessageId::new(1, 2),
             None,
             Bytes::from_static(b"say \"hi\"\n"),
+            DataKind::Text,
             0,
         );
         let v: Value = serde_json::from_slice(&message(&m)).unwrap();
@@ -238,10 +239,25 @@ mod tests {
             MessageId::new(1, 3),
             None,
             Bytes::from_static(&[0xff, 0]),
+            DataKind::Text,
             0,
         );
         let v: Value = serde_json::from_slice(&message(&b)).unwrap();
         assert_eq!(v["encoding"], "base64");
         assert_eq!(v["data"], "/wA=");
+        // Declared binary, the bytes stay base64 even when they are UTF-8.
+        let c = Message::new(
+            ChannelName::parse("c").unwrap(),
+            MessageId::new(1, 4),
+            None,
+            Bytes::from_static(b"abc"),
+            DataKind::Binary,
+            0,
+        );
+        let v: Value = serde_json::from_slice(&message(&c)).unwrap();
+        assert_eq!(
+            (&v["data"], &v["encoding"]),
+            (&json!("YWJj"), &json!("base64"))
+        );
     }
 }

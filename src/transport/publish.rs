@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::Context;
 use crate::engine::EngineError;
 use crate::error::ApiError;
-use crate::hub::{Draft, Published};
+use crate::hub::{DataKind, Draft, Published};
 use crate::telemetry;
 
 /// Refuses a publish from `peer` beyond `--publish-rate`.
@@ -52,13 +52,13 @@ pub fn published_json(published: &Published) -> Value {
     })
 }
 
-/// The bytes a JSON `data` field stands for: a string as is (or base64-decoded),
-/// anything else as its JSON text.
-pub fn data_from_json(data: Value, encoding: Option<&str>) -> Result<Bytes, ApiError> {
+/// The bytes a JSON `data` field stands for and their kind: a string as is
+/// (or base64-decoded: binary), anything else as its JSON text.
+pub fn data_from_json(data: Value, encoding: Option<&str>) -> Result<(Bytes, DataKind), ApiError> {
     match (data, encoding) {
         (Value::String(s), Some("base64")) => base64::engine::general_purpose::STANDARD
             .decode(s.as_bytes())
-            .map(Bytes::from)
+            .map(|bytes| (Bytes::from(bytes), DataKind::Binary))
             .map_err(|e| {
                 ApiError::bad_request("bad_data", format!("data is not valid base64: {e}"))
             }),
@@ -66,7 +66,7 @@ pub fn data_from_json(data: Value, encoding: Option<&str>) -> Result<Bytes, ApiE
             "bad_encoding",
             format!("unknown encoding {other:?}; use \"base64\" or leave it out"),
         )),
-        (Value::String(s), _) => Ok(Bytes::from(s)),
-        (other, _) => Ok(Bytes::from(other.to_string())),
+        (Value::String(s), _) => Ok((Bytes::from(s), DataKind::Text)),
+        (other, _) => Ok((Bytes::from(other.to_string()), DataKind::Text)),
     }
 }

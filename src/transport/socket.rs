@@ -249,7 +249,7 @@ async fn apply(
                 .map(|e| EventName::parse(&e))
                 .transpose()
                 .map_err(|e| ApiError::bad_request("bad_event", format!("bad event name: {e}")))?;
-            let data = data_from_json(data, encoding.as_deref())?;
+            let (data, kind) = data_from_json(data, encoding.as_deref())?;
             if data.len() > ctx.config.max_message_size {
                 return Err(ApiError::TooLarge {
                     limit: ctx.config.max_message_size,
@@ -259,6 +259,7 @@ async fn apply(
                 channel,
                 event,
                 data,
+                kind,
                 idempotency_key: None,
             };
             let published = super::publish(ctx, draft).await?;

@@ -49,6 +49,14 @@ fn push_data_lines(out: &mut BytesMut, text: &str) {
 
 /// An event frame: optional `id:`, optional `event:`, data lines, blank line.
 pub fn frame(id: Option<&str>, event: Option<&str>, data: &str) -> Bytes {
+    frame_marked(id, event, false, data)
+}
+
+/// [`frame`], with an `encoding: base64` line before the data when `base64`:
+/// the marker of binary data on a plain stream. EventSource ignores fields
+/// it does not know (WHATWG HTML §9.2.6), so browsers still fire the event;
+/// other parsers can read it, and `?envelope=1` carries `"encoding"` too.
+fn frame_marked(id: Option<&str>, event: Option<&str>, base64: bool, data: &str) -> Bytes {
     let mut out = BytesMut::with_capacity(data.len() + 64);
     if let Some(id) = id {
         out.extend_from_slice(b"id: ");
@@ -60,14 +68,20 @@ pub fn frame(id: Option<&str>, event: Option<&str>, data: &str) -> Bytes {
         out.extend_from_slice(event.as_bytes());
         out.extend_from_slice(b"\n");
     }
+    if base64 {
+        out.extend_from_slice(b"encoding: base64\n");
+    }
     push_data_lines(&mut out, data);
     out.extend_from_slice(b"\n");
     out.freeze()
 }
 
-fn plain_data(message: &Message) -> String {
-    // SSE is text only: binary data travels base64-encoded (docs/protocol.md).
-    data_as_json_string(message).0
+/// The event of `message` on a plain stream. SSE is text only: binary data
+/// travels base64-encoded, marked (docs/protocol.md).
+fn plain_frame(id: Option<&str>, message: &Message) -> Bytes {
+    let (data, base64) = data_as_json_string(message);
+    let event = message.event.as_ref().map(|e| e.as_str());
+    frame_marked(id, event, base64, &data)
 }
 
 fn envelope_data(message: &Message) -> String {
@@ -82,20 +96,12 @@ fn envelope_data(message: &Message) -> String {
 /// where the id is the message's own.
 pub fn message_frame(message: &Message, envelope: bool, cursor: Option<&str>) -> Bytes {
     match (envelope, cursor) {
-        (false, None) => message.encoded(Wire::EventStream, |m| {
-            frame(
-                Some(m.id_text()),
-                m.event.as_ref().map(|e| e.as_str()),
-                &plain_data(m),
-            )
-        }),
+        (false, None) => message.encoded(Wire::EventStream, |m| plain_frame(Some(m.id_text()), m)),
         (true, None) => message.encoded(Wire::EnvelopeStream, |m| {
             frame(Some(m.id_text()), None, &envelope_data(m))
         }),
         (false, Some(cursor)) => {
-            let body = message.encoded(Wire::EventStreamBody, |m| {
-                frame(None, m.event.as_ref().map(|e| e.as_str()), &plain_data(m))
-            });
+            let body = message.encoded(Wire::EventStreamBody, |m| plain_frame(None, m));
             with_id(cursor, &body)
         }
         (true, Some(cursor)) => {

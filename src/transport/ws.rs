@@ -40,7 +40,7 @@ use super::{connection_deadline, Context, Expiry, WRITE_BATCH_BYTES};
 use crate::auth::Credential;
 use crate::engine::{Event, Subscription};
 use crate::error::ApiError;
-use crate::hub::{ChannelName, Draft, Message, Since, Wire};
+use crate::hub::{ChannelName, DataKind, Draft, Message, Since, Wire};
 use crate::telemetry::Connection;
 
 /// RFC 6455 §7.4.1 close codes herald uses.
@@ -449,8 +449,12 @@ async fn serve(
                 heartbeat.alive();
                 socket.shrink();
                 match incoming {
-                    Incoming::Text(data) | Incoming::Binary(data) => {
-                        Box::pin(publish(&ctx, &who, peer, &channels, data)).await
+                    Incoming::Text(data) => {
+                        Box::pin(publish(&ctx, &who, peer, &channels, data, DataKind::Text)).await
+                    }
+                    Incoming::Binary(data) => {
+                        let kind = DataKind::Binary;
+                        Box::pin(publish(&ctx, &who, peer, &channels, data, kind)).await
                     }
                     Incoming::Ping(payload) => {
                         match socket.send(&frame::control(opcode::PONG, &payload)).await {
@@ -494,6 +498,7 @@ async fn publish(
     peer: IpAddr,
     channels: &[ChannelName],
     data: Bytes,
+    kind: DataKind,
 ) -> Step {
     for channel in channels {
         if let Err(refused) = ctx.config.auth.may_publish(who, channel) {
@@ -519,6 +524,7 @@ async fn publish(
             channel: channel.clone(),
             event: None,
             data: data.clone(),
+            kind,
             idempotency_key: None,
         };
         if let Err(error) = super::publish(ctx, draft).await {
@@ -596,7 +602,7 @@ async fn write_events(
     }
 }
 
-/// The frame carrying `message`: text for UTF-8 data, binary otherwise.
+/// The frame carrying `message`: text for text, binary for binary data.
 /// Built once per message and shared by every raw socket, so a delivery
 /// is one contiguous buffer (one `send` when it is alone in its batch).
 fn data_frame(message: &Message) -> Bytes {

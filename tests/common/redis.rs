@@ -256,10 +256,17 @@ impl Node {
     /// Like [`Node::start_with`], given the `--redis` value itself (a Redis
     /// Cluster's seed nodes, say).
     pub async fn start_on(name: &str, redis: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["--redis", redis];
+        args.extend_from_slice(extra);
+        Self::serve(name, &args).await
+    }
+
+    /// `herald serve --listen 127.0.0.1:0 ARGS` (any engine), ready.
+    pub async fn serve(name: &str, args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--redis", redis])
+            .args(["serve", "--listen", "127.0.0.1:0"])
             .args(["--log-level", "info"])
-            .args(extra)
+            .args(args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -122,6 +122,7 @@ fn message_of(channel: &ChannelName, epoch: u64, entry: Entry) -> Arc<Message> {
         MessageId::new(epoch, entry.seq),
         entry.event,
         entry.data,
+        entry.kind,
         entry.published_at_ms,
     ))
 }
@@ -532,6 +533,7 @@ impl Engine for RedisEngine {
                     id,
                     draft.event,
                     draft.data,
+                    draft.kind,
                     appended.published_at_ms,
                 ));
                 let limits = shared.limits();

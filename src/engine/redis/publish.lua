@@ -2,7 +2,7 @@
 -- KEYS: meta, log, idempotency key (same hash slot; unused when ARGV[8] ~= '1'), nodes
 -- ARGV: data, event ('' for none), now ms, candidate epoch, max messages,
 --       max bytes, ttl ms, use idempotency key ('1'/'0'), Pub/Sub channel, weight,
---       this node's id
+--       this node's id, kind ('b' for binary data, '' for text)
 -- Returns {epoch, seq, published_at, repeated (0/1), subscribers on other nodes}.
 local meta, log, idem = KEYS[1], KEYS[2], KEYS[3]
 local now, ttl = tonumber(ARGV[3]), tonumber(ARGV[7])
@@ -17,7 +17,13 @@ if ARGV[8] == '1' then
   end
 end
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
-redis.call('XADD', log, seq .. '-0', 'd', ARGV[1], 'e', ARGV[2], 't', ARGV[3], 'w', ARGV[10])
+local note = 'm\n'
+if ARGV[12] == 'b' then
+  redis.call('XADD', log, seq .. '-0', 'd', ARGV[1], 'e', ARGV[2], 't', ARGV[3], 'w', ARGV[10], 'k', 'b')
+  note = 'b\n'
+else
+  redis.call('XADD', log, seq .. '-0', 'd', ARGV[1], 'e', ARGV[2], 't', ARGV[3], 'w', ARGV[10])
+end
 redis.call('HINCRBY', meta, 'bytes', tonumber(ARGV[10]))
 trim(meta, log, now, tonumber(ARGV[5]), tonumber(ARGV[6]), ttl)
 redis.call('PEXPIRE', meta, keep_ms(ttl))
@@ -25,5 +31,5 @@ redis.call('PEXPIRE', log, keep_ms(ttl))
 if ARGV[8] == '1' then
   redis.call('SET', idem, epoch .. ' ' .. seq .. ' ' .. ARGV[3], 'PX', ttl)
 end
-redis.call('PUBLISH', ARGV[9], 'm\n' .. epoch .. '\n' .. seq .. '\n' .. ARGV[3] .. '\n' .. ARGV[2] .. '\n' .. ARGV[1])
+redis.call('PUBLISH', ARGV[9], note .. epoch .. '\n' .. seq .. '\n' .. ARGV[3] .. '\n' .. ARGV[2] .. '\n' .. ARGV[1])
 return {epoch, seq, now, 0, others(KEYS[4], ARGV[11], now)}

@@ -15,7 +15,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::wire::{self, Entry};
 use crate::engine::EngineError;
-use crate::hub::{ChannelName, Draft, HistoryLimits};
+use crate::hub::{ChannelName, DataKind, Draft, HistoryLimits};
 
 /// How long one Redis call may take before the caller is told Redis is unavailable.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -224,7 +224,11 @@ impl Store {
             })
             .arg(&keys.topic)
             .arg(weight)
-            .arg(&self.node);
+            .arg(&self.node)
+            .arg(match draft.kind {
+                DataKind::Binary => "b",
+                DataKind::Text => "",
+            });
         let mut connection = self.connection.clone();
         let (epoch, seq, published_at_ms, repeated, remote_subscribers): (
             String,

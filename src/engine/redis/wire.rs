@@ -2,16 +2,19 @@
 //! Pub/Sub notes nodes send each other and the Stream entries of a
 //! channel's history.
 //!
-//! A note is `m\nEPOCH\nSEQ\nPUBLISHED_AT\nEVENT\nDATA` for a new message
-//! (EPOCH in base 36 as in ids, EVENT empty when there is none, DATA the raw
-//! bytes) or `d\n` when the channel was deleted. Event names cannot hold a
-//! newline, so the first five newlines are always separators.
+//! A note is `m\nEPOCH\nSEQ\nPUBLISHED_AT\nEVENT\nDATA` for a new text
+//! message (`b\n...` for a binary one; EPOCH in base 36 as in ids, EVENT
+//! empty when there is none, DATA the raw bytes) or `d\n` when the channel
+//! was deleted. Event names cannot hold a newline, so the first five
+//! newlines are always separators. A Stream entry holds `d` (data), `e`
+//! (event), `t` (publish time), `w` (weight) and, for binary data only,
+//! `k` = `b`.
 
 use bytes::Bytes;
 use redis::Value;
 use thiserror::Error;
 
-use crate::hub::EventName;
+use crate::hub::{DataKind, EventName};
 
 /// A Pub/Sub note or Stream entry that herald did not write.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -25,6 +28,7 @@ pub struct Entry {
     pub published_at_ms: u64,
     pub event: Option<EventName>,
     pub data: Bytes,
+    pub kind: DataKind,
 }
 
 /// A note from the node that changed a channel.
@@ -56,9 +60,13 @@ pub fn note(payload: &[u8]) -> Result<Note, WireError> {
     if payload.starts_with(b"d\n") {
         return Ok(Note::Deleted);
     }
-    let body = payload
-        .strip_prefix(b"m\n")
-        .ok_or(WireError("a note kind"))?;
+    let (body, kind) = if let Some(body) = payload.strip_prefix(b"m\n") {
+        (body, DataKind::Text)
+    } else if let Some(body) = payload.strip_prefix(b"b\n") {
+        (body, DataKind::Binary)
+    } else {
+        return Err(WireError("a note kind"));
+    };
     let mut parts = body.splitn(5, |b| *b == b'\n');
     let mut next = || parts.next().ok_or(WireError("a complete note"));
     let epoch = number(next()?, 36)?;
@@ -73,14 +81,19 @@ pub fn note(payload: &[u8]) -> Result<Note, WireError> {
             published_at_ms,
             event,
             data,
+            kind,
         },
     })
 }
 
 /// Encodes a message note as the publish script does (for tests and tools).
 pub fn message_note(epoch_text: &str, entry: &Entry) -> Vec<u8> {
+    let prefix = match entry.kind {
+        DataKind::Text => 'm',
+        DataKind::Binary => 'b',
+    };
     let mut out = format!(
-        "m\n{epoch_text}\n{}\n{}\n{}\n",
+        "{prefix}\n{epoch_text}\n{}\n{}\n{}\n",
         entry.seq,
         entry.published_at_ms,
         entry.event.as_ref().map_or("", |e| e.as_str())
@@ -122,6 +135,7 @@ fn entry(item: &Value) -> Result<Entry, WireError> {
         published_at_ms: 0,
         event: None,
         data: Bytes::new(),
+        kind: DataKind::Text,
     };
     for pair in fields.chunks(2) {
         let [name, value] = pair else {
@@ -132,6 +146,7 @@ fn entry(item: &Value) -> Result<Entry, WireError> {
             Some(b"d") => entry.data = Bytes::copy_from_slice(value),
             Some(b"e") => entry.event = event(value)?,
             Some(b"t") => entry.published_at_ms = number(value, 10)?,
+            Some(b"k") if value == b"b" => entry.kind = DataKind::Binary,
             _ => {}
         }
     }
@@ -142,12 +157,13 @@ fn entry(item: &Value) -> Result<Entry, WireError> {
 mod tests {
     use super::*;
 
-    fn sample(data: &[u8], event: Option<&str>) -> Entry {
+    fn sample(data: &[u8], event: Option<&str>, kind: DataKind) -> Entry {
         Entry {
             seq: 42,
             published_at_ms: 1_700_000_000_123,
             event: event.map(|e| EventName::parse(e).unwrap()),
             data: Bytes::copy_from_slice(data),
+            kind,
         }
     }
 
@@ -159,11 +175,13 @@ mod tests {
             (&[0u8, 255, 10, 13, 10][..], None),
             (&b""[..], Some("x")),
         ] {
-            let entry = sample(data, event);
-            let epoch = 36u64.pow(7) + 5;
-            let text = crate::hub::MessageId::new(epoch, 0).to_string();
-            let payload = message_note(text.trim_end_matches("-0"), &entry);
-            assert_eq!(note(&payload), Ok(Note::Message { epoch, entry }));
+            for kind in [DataKind::Text, DataKind::Binary] {
+                let entry = sample(data, event, kind);
+                let epoch = 36u64.pow(7) + 5;
+                let text = crate::hub::MessageId::new(epoch, 0).to_string();
+                let payload = message_note(text.trim_end_matches("-0"), &entry);
+                assert_eq!(note(&payload), Ok(Note::Message { epoch, entry }));
+            }
         }
         assert_eq!(note(b"d\n"), Ok(Note::Deleted));
     }
@@ -207,6 +225,8 @@ mod tests {
                     Value::BulkString(b"tick".to_vec()),
                     Value::BulkString(b"t".to_vec()),
                     Value::BulkString(b"200".to_vec()),
+                    Value::BulkString(b"k".to_vec()),
+                    Value::BulkString(b"b".to_vec()),
                 ]),
             ]),
         ]);
@@ -217,6 +237,10 @@ mod tests {
         assert_eq!(parsed[0].event, None);
         assert_eq!(parsed[1].seq, 8);
         assert_eq!(parsed[1].event.as_ref().map(|e| e.as_str()), Some("tick"));
+        assert_eq!(
+            (parsed[0].kind, parsed[1].kind),
+            (DataKind::Text, DataKind::Binary)
+        );
         assert!(entries(Value::Int(3)).is_err());
     }
 }
