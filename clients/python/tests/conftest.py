@@ -1,10 +1,12 @@
-"""Real herald processes for the tests: each binds a free loopback port, is
-waited for on /healthz (bounded), and is stopped by its PID at the end."""
+"""Real herald processes for the tests: each listens on a loopback port the
+kernel picks, is waited for on /healthz (bounded), and is stopped by its PID
+at the end."""
 
 from __future__ import annotations
 
 import os
-import socket
+import re
+import selectors
 import subprocess
 import tempfile
 import time
@@ -26,40 +28,57 @@ class Server:
     log: str
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_herald(*args: str, timeout: float = 20.0) -> Server:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    """Starts ``herald serve --listen 127.0.0.1:0 ARGS``: the kernel picks the
+    port and herald prints it ("herald listening on URL"), so no two servers
+    race for one; then waits for /healthz. Every wait is bounded."""
     # Only the flags given here: no HERALD_* setting from the environment.
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
     log = tempfile.NamedTemporaryFile(prefix="herald-", suffix=".log", delete=False)
     process = subprocess.Popen(
-        [HERALD_BIN, "serve", "--listen", f"127.0.0.1:{port}", *args],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        [HERALD_BIN, "serve", "--listen", "127.0.0.1:0", *args], env=env, stdout=subprocess.PIPE, stderr=log
     )
-    server = Server(url, process, log.name)
+    server = Server("", process, log.name)
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            stop_herald(server)
-            raise RuntimeError(f"herald did not answer /healthz within {timeout}s: {read_log(server)}")
-        try:
-            process.wait(timeout=0.05)  # the pause between attempts; also notices an early exit
-            raise RuntimeError(f"herald exited with {process.returncode}: {read_log(server)}")
-        except subprocess.TimeoutExpired:
-            pass
+    try:
+        server.url = _announced_url(process, deadline)
+        while not _healthy(server.url):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"herald did not answer /healthz within {timeout}s")
+            try:
+                process.wait(timeout=0.05)  # the pause between attempts; also notices an early exit
+                raise RuntimeError(f"herald exited with {process.returncode}")
+            except subprocess.TimeoutExpired:
+                pass
+    except RuntimeError as e:
+        stop_herald(server)
+        raise RuntimeError(f"{e}: {read_log(server)}") from None
+    return server
+
+
+def _announced_url(process: subprocess.Popen, deadline: float) -> str:  # type: ignore[type-arg]
+    assert process.stdout is not None
+    out = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while b"\n" not in out:
+            if not selector.select(max(0.0, deadline - time.monotonic())):
+                raise RuntimeError("herald did not say where it listens in time")
+            chunk = os.read(process.stdout.fileno(), 4096)
+            if not chunk:
+                raise RuntimeError(f"herald exited early: {out!r}")
+            out += chunk
+    match = re.search(rb"herald listening on (http://\S+)", out)
+    if not match:
+        raise RuntimeError(f"unexpected first line from herald: {out!r}")
+    return match.group(1).decode()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def read_log(server: Server) -> str:
@@ -74,6 +93,8 @@ def stop_herald(server: Server) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait(timeout=5)
+    if server.process.stdout is not None:
+        server.process.stdout.close()
     os.unlink(server.log)
 
 

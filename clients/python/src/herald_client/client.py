@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union, cast
 from urllib.parse import quote
 
 import httpx
@@ -110,25 +110,25 @@ class Herald(_Client):
         self, channel: str, data: Data, event: Optional[str] = None, idempotency_key: Optional[str] = None
     ) -> Published:
         """Publishes ``data``; returns once it is in the channel's history."""
-        return self._send(_publish_request(channel, data, event, idempotency_key))
+        return cast(Published, self._send(_publish_request(channel, data, event, idempotency_key)))
 
     def publish_batch(
         self, items: Iterable[Mapping[str, Any]], idempotency_key: Optional[str] = None
     ) -> List[Published]:
         """Publishes ``[{"channel", "data", "event"?}, ...]`` all or nothing (checked whole first)."""
-        return self._send(_batch_request(items, idempotency_key))
+        return cast(List[Published], self._send(_batch_request(items, idempotency_key)))
 
     def info(self, channel: str) -> ChannelInfo:
         """Subscribers, message count, first and last id; ``404 not_found`` if never used."""
-        return self._send(dict(method="GET", url=_path(channel)))
+        return cast(ChannelInfo, self._send(dict(method="GET", url=_path(channel))))
 
     def delete(self, channel: str) -> Deleted:
         """Drops the channel and its history; its subscribers are told."""
-        return self._send(dict(method="DELETE", url=_path(channel)))
+        return cast(Deleted, self._send(dict(method="DELETE", url=_path(channel))))
 
     def presence(self, channel: str) -> Presence:
         """Who is subscribed, for a channel with presence on (``404`` otherwise)."""
-        return self._send(dict(method="GET", url=_path(channel, "/presence")))
+        return cast(Presence, self._send(dict(method="GET", url=_path(channel, "/presence"))))
 
     def close(self) -> None:
         self._http.close()
@@ -156,25 +156,25 @@ class AsyncHerald(_Client):
         self, channel: str, data: Data, event: Optional[str] = None, idempotency_key: Optional[str] = None
     ) -> Published:
         """Publishes ``data``; returns once it is in the channel's history."""
-        return await self._send(_publish_request(channel, data, event, idempotency_key))
+        return cast(Published, await self._send(_publish_request(channel, data, event, idempotency_key)))
 
     async def publish_batch(
         self, items: Iterable[Mapping[str, Any]], idempotency_key: Optional[str] = None
     ) -> List[Published]:
         """Publishes ``[{"channel", "data", "event"?}, ...]`` all or nothing (checked whole first)."""
-        return await self._send(_batch_request(items, idempotency_key))
+        return cast(List[Published], await self._send(_batch_request(items, idempotency_key)))
 
     async def info(self, channel: str) -> ChannelInfo:
         """Subscribers, message count, first and last id; ``404 not_found`` if never used."""
-        return await self._send(dict(method="GET", url=_path(channel)))
+        return cast(ChannelInfo, await self._send(dict(method="GET", url=_path(channel))))
 
     async def delete(self, channel: str) -> Deleted:
         """Drops the channel and its history; its subscribers are told."""
-        return await self._send(dict(method="DELETE", url=_path(channel)))
+        return cast(Deleted, await self._send(dict(method="DELETE", url=_path(channel))))
 
     async def presence(self, channel: str) -> Presence:
         """Who is subscribed, for a channel with presence on (``404`` otherwise)."""
-        return await self._send(dict(method="GET", url=_path(channel, "/presence")))
+        return cast(Presence, await self._send(dict(method="GET", url=_path(channel, "/presence"))))
 
     def subscribe(
         self,

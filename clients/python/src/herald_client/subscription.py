@@ -157,7 +157,7 @@ class Subscription:
             await ws.close()
 
     def _backoff(self) -> float:
-        ceiling = min(self._max_backoff, self._min_backoff * 2 ** min(self._failures - 1, 30))
+        ceiling = min(self._max_backoff, self._min_backoff * 2.0 ** min(self._failures - 1, 30))
         return ceiling / 2 + random.random() * ceiling / 2  # jitter: half to all of it
 
     async def _connected(self) -> ClientConnection:
@@ -186,7 +186,7 @@ class Subscription:
             status = e.response.status_code
             if status == 429 or status >= 500:
                 raise _Retry(f"HTTP {status}") from None
-            raise HeraldError.from_body(status, e.response.body or b"") from None
+            raise HeraldError.from_body(status, bytes(e.response.body or b"")) from None
         except (OSError, asyncio.TimeoutError, InvalidHandshake) as e:
             raise _Retry(repr(e)) from None
         try:
