@@ -44,6 +44,8 @@ function batchItem({ channel, data, event }) {
 const pubPath = (channel, suffix = '') => `/pub/${encodeURIComponent(channel)}${suffix}`;
 
 export class Herald {
+  #credential;
+
   /**
    * `key` is herald's `--publish-key`; `token` a JWT whose `herald.publish`
    * claims cover the channels (see makeToken). `timeout` bounds each request
@@ -52,13 +54,14 @@ export class Herald {
   constructor(url, { key, token, timeout = 10_000, WebSocket } = {}) {
     this.url = String(url).replace(/\/+$/, '');
     // The publish key may do anything; a JWT only what its claims grant.
-    this.credential = key || token || null;
+    // Private, so logging the client never prints it.
+    this.#credential = key || token || null;
     this.timeout = timeout;
     this.WebSocket = WebSocket;
   }
 
   async #request(method, path, { body, headers = {}, query } = {}) {
-    if (this.credential) headers.Authorization = `Bearer ${this.credential}`;
+    if (this.#credential) headers.Authorization = `Bearer ${this.#credential}`;
     const search = query ? `?${new URLSearchParams(query)}` : '';
     const response = await fetch(`${this.url}${path}${search}`, {
       method, body, headers, signal: AbortSignal.timeout(this.timeout),
@@ -110,7 +113,7 @@ export class Herald {
     if (names.length === 0 || names.some((n) => typeof n !== 'string' || n === '')) {
       throw new TypeError('subscribe needs one or more non-empty channel names');
     }
-    return new Subscription(this.url, this.credential, names, since, { WebSocket: this.WebSocket, ...options });
+    return new Subscription(this.url, this.#credential, names, since, { WebSocket: this.WebSocket, ...options });
   }
 }
 
