@@ -106,6 +106,13 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert("www-authenticate", HeaderValue::from_static("Bearer"));
         }
+        if matches!(self, Self::TooLarge { .. }) {
+            // The body is left unread: say so, rather than let the client
+            // send its next request into a connection that is closing.
+            response
+                .headers_mut()
+                .insert("connection", HeaderValue::from_static("close"));
+        }
         if let Self::RateLimited { retry_after } = self {
             response
                 .headers_mut()

@@ -300,3 +300,69 @@ async fn an_oversized_body_without_a_length_is_refused_with_413_and_nothing_publ
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// Sends `requests` back to back on one connection and reads until `answers`
+/// responses (counted by their status lines) have arrived or the server
+/// closed; returns the status codes seen.
+async fn pipelined(addr: std::net::SocketAddr, requests: &[Vec<u8>], answers: usize) -> Vec<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for request in requests {
+        stream.write_all(request).await.unwrap();
+    }
+    let mut raw = Vec::new();
+    let statuses = |raw: &[u8]| -> Vec<u16> {
+        String::from_utf8_lossy(raw)
+            .match_indices("HTTP/1.1 ")
+            .filter_map(|(at, _)| String::from_utf8_lossy(&raw[at + 9..at + 12]).parse().ok())
+            .collect()
+    };
+    within("the pipelined answers", async {
+        let mut buffer = [0u8; 4096];
+        while statuses(&raw).len() < answers {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    statuses(&raw)
+}
+
+fn post(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nhost: herald\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+#[tokio::test]
+async fn a_request_refused_before_its_body_is_read_leaves_the_connection_usable() {
+    let server = server().await;
+    let body = vec![b'x'; 32 * 1024];
+    let good = post("/pub/kept", b"after");
+    for refused in [
+        post("/pub/bad%20channel", &body), // 400 before the body is read
+        post("/pub/kept?event=bad%20event", &body), // 400
+        post("/no/such/endpoint", &body),  // 404
+    ] {
+        let statuses = pipelined(server.addr, &[refused, good.clone()], 2).await;
+        assert_eq!(statuses.len(), 2, "both requests answered: {statuses:?}");
+        assert!(statuses[0] >= 400, "{statuses:?}");
+        assert_eq!(statuses[1], 200, "{statuses:?}");
+    }
+    // Too large by its declared length: refused with `Connection: close`, so
+    // the client knows not to send more on it.
+    let response = reqwest::Client::new()
+        .post(url(server.addr, "/pub/kept"))
+        .body(vec![b'x'; 128 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(response.headers()["connection"], "close");
+}

@@ -56,7 +56,7 @@ export interface BatchItem {
   event?: string;
 }
 
-/** One message: `data` is a string when it is valid UTF-8, else a Uint8Array (herald keeps bytes, not their type). */
+/** One message: `data` is a string for text, a Uint8Array for binary (as published). */
 export interface Message {
   type: 'message';
   id: string;

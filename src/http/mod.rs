@@ -12,8 +12,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -96,11 +97,17 @@ fn cors(config: &ServerConfig) -> CorsLayer {
         .max_age(Duration::from_secs(3600))
 }
 
-async fn not_found() -> ApiError {
+async fn not_found(State(ctx): State<Context>, headers: HeaderMap, body: Body) -> ApiError {
+    publish::discard_body(&ctx.config, &headers, body).await;
     ApiError::NotFound("no such endpoint".into())
 }
 
-async fn method_not_allowed() -> ApiError {
+async fn method_not_allowed(
+    State(ctx): State<Context>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiError {
+    publish::discard_body(&ctx.config, &headers, body).await;
     ApiError::MethodNotAllowed
 }
 

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 
 use crate::auth::{AuthError, Credential};
+use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::hub::{ChannelInfo, ChannelName, DataKind, Draft, EventName};
 use crate::transport::publish::{data_from_json, published_json};
@@ -118,6 +119,37 @@ fn data_kind(headers: &HeaderMap) -> DataKind {
     }
 }
 
+/// Most bytes of an unread body read and dropped before refusing a request.
+const DISCARD_LIMIT: usize = 1 << 20;
+
+/// Reads and drops what is left of a refused request's body (at most
+/// [`DISCARD_LIMIT`], within the body read timeout), so that the connection
+/// can carry the next request. Refused unread, a body makes the server close
+/// the connection with the body's bytes still in its receive buffer, and the
+/// kernel then resets it: the client may lose the answer, and a client that
+/// reuses the connection loses its next request.
+pub async fn discard_body(config: &ServerConfig, headers: &HeaderMap, body: Body) {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > DISCARD_LIMIT as u64) {
+        return;
+    }
+    let _ = tokio::time::timeout(config.body_read_timeout, to_bytes(body, DISCARD_LIMIT)).await;
+}
+
+/// `error`, after the request's unread body is discarded.
+async fn refuse_unread(
+    ctx: &Context,
+    headers: &HeaderMap,
+    body: Body,
+    error: ApiError,
+) -> ApiError {
+    discard_body(&ctx.config, headers, body).await;
+    error
+}
+
 /// Reads a body of at most `limit` bytes, answering 413 beyond it.
 async fn read_body(
     headers: &HeaderMap,
@@ -150,12 +182,18 @@ pub async fn publish_one(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let channel = channel_from_path(path)?;
-    let token = query.get("token").map(String::as_str);
-    authorize_publisher(&ctx, &headers, token, [&channel])?;
-    transport::check_publish_rate(&ctx, peer.ip())?;
-    let event = event_name(query.get("event"))?;
-    let idempotency_key = idempotency_key(&headers)?;
+    let checked = (|| {
+        let channel = channel_from_path(path)?;
+        let token = query.get("token").map(String::as_str);
+        authorize_publisher(&ctx, &headers, token, [&channel])?;
+        transport::check_publish_rate(&ctx, peer.ip())?;
+        let event = event_name(query.get("event"))?;
+        Ok((channel, event, idempotency_key(&headers)?))
+    })();
+    let (channel, event, idempotency_key) = match checked {
+        Ok(checked) => checked,
+        Err(error) => return Err(refuse_unread(&ctx, &headers, body, error).await),
+    };
     let data = read_body(
         &headers,
         body,
@@ -192,12 +230,17 @@ pub async fn publish_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    if ctx.config.auth.enabled()
-        && ctx.config.auth.identify(&headers, None)? == Credential::Anonymous
-    {
-        return Err(AuthError::Missing.into());
+    let checked = (|| {
+        if ctx.config.auth.enabled()
+            && ctx.config.auth.identify(&headers, None)? == Credential::Anonymous
+        {
+            return Err(AuthError::Missing.into());
+        }
+        transport::check_publish_rate(&ctx, peer.ip())
+    })();
+    if let Err(error) = checked {
+        return Err(refuse_unread(&ctx, &headers, body, error).await);
     }
-    transport::check_publish_rate(&ctx, peer.ip())?;
     let limit = (ctx.config.max_message_size * 16).max(1 << 20);
     let raw = read_body(&headers, body, limit, ctx.config.body_read_timeout).await?;
     let items: Vec<BatchItem> = serde_json::from_slice(&raw).map_err(|e| {

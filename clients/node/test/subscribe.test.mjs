@@ -27,12 +27,15 @@ test('live messages of every kind', async () => {
     await h.publish('s.live', 'text'),
     await h.publish('s.live', Buffer.from([0xff, 0, 1])),
     await h.publish('s.live', { price: 42, tags: ['a'] }, { event: 'update' }),
+    await h.publish('s.live', new TextEncoder().encode('utf-8 bytes')),
   ];
   assert.equal(sent[0].subscribers, 1);
-  assert.deepEqual(await take(sub, 3), [
+  assert.deepEqual(await take(sub, 4), [
     message(sent[0], 'text'),
     message(sent[1], new Uint8Array([0xff, 0, 1])),
     message(sent[2], '{"price":42,"tags":["a"]}', 'update'),
+    // Published as bytes, they stay bytes though they are valid UTF-8.
+    message(sent[3], new TextEncoder().encode('utf-8 bytes')),
   ]);
   sub.close();
   assert.deepEqual(await sub.next(), { value: undefined, done: true });

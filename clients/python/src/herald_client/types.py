@@ -47,9 +47,8 @@ class Presence(TypedDict):
 
 @dataclass(frozen=True)
 class Message:
-    """One message: ``data`` is ``str`` when it is valid UTF-8, else
-    ``bytes`` (herald keeps bytes, not their type); ``event`` the name it
-    was published with, if any."""
+    """One message: ``data`` is ``str`` for text, ``bytes`` for binary (as
+    published); ``event`` the name it was published with, if any."""
 
     id: str
     channel: str
