@@ -12,6 +12,40 @@ use crate::auth::AuthError;
 use crate::engine::EngineError;
 use crate::hub::{CursorError, NameError};
 
+/// Every `code` an [`ApiError`] can carry, so that `herald_rejected_total`
+/// is exposed at zero for each from startup (`tests/monitoring.rs` checks
+/// the list against the code).
+pub const CODES: &[&str] = &[
+    "bad_channel",
+    "bad_cursor",
+    "too_large",
+    "not_found",
+    "method_not_allowed",
+    "engine_unavailable",
+    "shutting_down",
+    "unauthorized",
+    "token_expired",
+    "invalid_token",
+    "forbidden",
+    "origin_not_allowed",
+    "rate_limited",
+    // ApiError::bad_request codes
+    "bad_data",
+    "bad_encoding",
+    "bad_event",
+    "bad_idempotency_key",
+    "bad_json",
+    "bad_limit",
+    "bad_timeout",
+    "bad_transport",
+    "bad_websocket_upgrade",
+    "batch_too_large",
+    "body_timeout",
+    "not_subscribed",
+    "too_many_subscriptions",
+    "websocket_upgrade_required",
+];
+
 /// A request that could not be served, as the client will be told.
 #[derive(Debug, Error)]
 pub enum ApiError {

@@ -1,9 +1,12 @@
 //! Metrics and per-connection accounting.
 //!
 //! Every metric is named `herald_*` and recorded through the `metrics`
-//! facade; `/metrics` renders them in Prometheus text format. A [`Connection`]
-//! guard counts a connection while it lives and, when it ends, records why and
-//! logs one line with its transport, duration, deliveries and close reason.
+//! facade; `/metrics` renders them in Prometheus text format. Every series
+//! with a known label value is registered when the recorder is installed, at
+//! zero, so that `rate()` and alerts see zero rather than no data on a fresh
+//! node. A [`Connection`] guard counts a connection while it lives and, when
+//! it ends, records why and logs one line with its transport, duration,
+//! deliveries and close reason.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -15,7 +18,7 @@ use parking_lot::Mutex;
 use metrics::{counter, gauge, histogram, Counter, Histogram as LatencyHistogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::hub::now_ms;
+use crate::hub::{now_ms, GapReason};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -50,6 +53,36 @@ fn hot() -> Option<&'static Hot> {
 
 /// Transports counted by the live status page, in display order.
 pub const TRANSPORTS: [&str; 5] = ["ws", "sse", "poll", "socket", "echo"];
+
+/// Why a connection ended: the `reason` label of `herald_disconnects_total`.
+/// Registered for every transport, so a reason a transport never gives
+/// stays at zero.
+pub const DISCONNECT_REASONS: [&str; 14] = [
+    "client_closed",
+    "shutdown",
+    "max_age",
+    "token_expired",
+    "channel_deleted",
+    "pong_timeout",
+    "idle",
+    "protocol_error",
+    "forbidden",
+    "rate_limited",
+    "too_big",
+    "engine_unavailable",
+    "answered",
+    "timeout",
+];
+
+/// Engine operations whose failures are counted (`herald_engine_errors_total`).
+pub const ENGINE_OPERATIONS: [&str; 1] = ["publish"];
+
+/// Refusals of a connection before any request is read, beside the
+/// [`crate::error::CODES`] of refused requests (`herald_rejected_total`).
+pub const CONNECTION_REFUSALS: [&str; 2] = ["connection_rate_limited", "too_many_connections"];
+
+/// Gap reasons (`herald_gaps_total`).
+const GAP_REASONS: [GapReason; 2] = [GapReason::Trimmed, GapReason::Epoch];
 
 /// Counters the live status page reads back (the `metrics` facade is write-only).
 pub struct Live {
@@ -107,6 +140,7 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             describe();
+            register_known_series();
             Some(handle)
         })
         .as_ref()
@@ -120,6 +154,50 @@ pub fn upkeep() {
     if let Some(Some(handle)) = HANDLE.get() {
         handle.run_upkeep();
     }
+}
+
+/// Registers every series whose labels are known in advance, at zero (and
+/// the latency histogram, empty), so a scrape right after start shows each
+/// documented metric.
+fn register_known_series() {
+    for transport in TRANSPORTS {
+        gauge!("herald_connections", "transport" => transport).increment(0.0);
+        counter!("herald_connections_opened_total", "transport" => transport).absolute(0);
+        counter!("herald_deliveries_total", "transport" => transport).absolute(0);
+        for reason in DISCONNECT_REASONS {
+            counter!("herald_disconnects_total", "transport" => transport, "reason" => reason)
+                .absolute(0);
+        }
+    }
+    for reason in GAP_REASONS {
+        counter!("herald_gaps_total", "reason" => reason.as_str()).absolute(0);
+    }
+    for operation in ENGINE_OPERATIONS {
+        counter!("herald_engine_errors_total", "operation" => operation).absolute(0);
+    }
+    for code in crate::error::CODES.iter().chain(&CONNECTION_REFUSALS) {
+        counter!("herald_rejected_total", "code" => *code).absolute(0);
+    }
+    for name in [
+        "herald_publishes_total",
+        "herald_published_bytes_total",
+        "herald_subscriber_lag_total",
+    ] {
+        counter!(name).absolute(0);
+    }
+    for name in [
+        "herald_subscriptions",
+        "herald_channels",
+        "herald_history_messages",
+        "herald_history_bytes",
+        "herald_ready",
+        "herald_max_connections",
+    ] {
+        gauge!(name).increment(0.0);
+    }
+    // Registering the handle is the point: the exporter renders it empty.
+    let _latency = histogram!("herald_delivery_latency_seconds");
+    hot();
 }
 
 fn describe() {
@@ -170,6 +248,14 @@ fn describe() {
         "Engine operations that failed, by operation."
     );
     describe_counter!("herald_rejected_total", "Requests refused, by error code.");
+    describe_gauge!(
+        "herald_ready",
+        "1 while the node is ready (engine reachable, not shutting down), as /readyz answers; else 0."
+    );
+    describe_gauge!(
+        "herald_max_connections",
+        "The configured connection limit (--max-connections)."
+    );
     describe_histogram!(
         "herald_delivery_latency_seconds",
         Unit::Seconds,
@@ -219,6 +305,16 @@ pub fn engine_totals(channels: usize, messages: usize, bytes: usize) {
     gauge!("herald_channels").set(channels as f64);
     gauge!("herald_history_messages").set(messages as f64);
     gauge!("herald_history_bytes").set(bytes as f64);
+}
+
+/// Sets `herald_ready`, sampled at scrape time as `/readyz` would answer.
+pub fn ready(ready: bool) {
+    gauge!("herald_ready").set(if ready { 1.0 } else { 0.0 });
+}
+
+/// Exposes the configured connection limit, so alerts can compare with it.
+pub fn max_connections(limit: usize) {
+    gauge!("herald_max_connections").set(limit as f64);
 }
 
 /// One client connection, counted while it lives.
@@ -314,8 +410,19 @@ pub fn log_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) 
 
 #[cfg(test)]
 mod tests {
-    use super::log_colour;
+    use super::{log_colour, GAP_REASONS};
+    use crate::hub::GapReason;
     use std::ffi::OsStr;
+
+    #[test]
+    fn every_gap_reason_is_registered() {
+        // Fails to compile when a reason is added, until it is listed.
+        let listed = |reason: GapReason| match reason {
+            GapReason::Trimmed | GapReason::Epoch => GAP_REASONS.contains(&reason),
+        };
+        assert!(GAP_REASONS.into_iter().all(listed));
+        assert!(listed(GapReason::Trimmed) && listed(GapReason::Epoch));
+    }
 
     #[test]
     fn colour_only_on_a_terminal_without_no_color() {

@@ -280,7 +280,7 @@ fn scratch(name: &str) -> PathBuf {
 async fn metrics_are_named_herald_and_move_when_messages_flow() {
     let herald = Herald::start(&[]).await;
     let before = herald.metrics().await;
-    assert_eq!(before.value("herald_publishes_total", &[]), None);
+    assert_eq!(before.value("herald_publishes_total", &[]), Some(0.0));
 
     let mut events = herald.sse("/sub/ops.metrics").await;
     herald

@@ -116,6 +116,13 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn metrics(State(ctx): State<Context>) -> impl IntoResponse {
+    // As /readyz answers; an engine that takes a second to answer a ping is
+    // not ready, and the scrape does not wait for it longer than that.
+    let ready = !ctx.shutdown.is_cancelled()
+        && tokio::time::timeout(Duration::from_secs(1), ctx.engine.is_ready())
+            .await
+            .unwrap_or(false);
+    telemetry::ready(ready);
     let totals = ctx.engine.totals();
     telemetry::engine_totals(
         totals.channels,
@@ -193,6 +200,7 @@ pub async fn start_with_engine(
     engine: Arc<dyn Engine>,
 ) -> std::io::Result<RunningServer> {
     telemetry::install();
+    telemetry::max_connections(config.max_connections);
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
