@@ -49,6 +49,12 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Completions { shell } => {
+            herald::config::cli::completions(shell, &mut std::io::stdout())
+        }
+        Command::Man { dir: None } => herald::config::cli::man_page(&mut std::io::stdout())?,
+        Command::Man { dir: Some(dir) } => herald::config::cli::man_pages(&dir)
+            .with_context(|| format!("writing manual pages into {}", dir.display()))?,
         Command::Config(ConfigCommand::Show(_)) => {
             let shown = herald::config::file::show(std::env::args_os().collect())
                 .unwrap_or_else(|e| e.exit());

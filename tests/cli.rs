@@ -366,3 +366,46 @@ async fn logs_to_a_file_carry_no_colour_codes() {
         "no escape byte in a log written to a file: {text:?}"
     );
 }
+
+#[test]
+fn completions_and_the_manual_page_come_from_the_real_parser() {
+    let run = |args: &[&str]| {
+        let output = herald().args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "herald {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let bash = run(&["completions", "bash"]);
+    assert!(
+        bash.contains("serve") && bash.contains("--history-size"),
+        "{bash}"
+    );
+    assert!(bash.contains("complete -F"), "a bash completion script");
+    let zsh = run(&["completions", "zsh"]);
+    assert!(zsh.starts_with("#compdef herald"), "{zsh}");
+    let fish = run(&["completions", "fish"]);
+    assert!(fish.contains("complete -c herald"), "{fish}");
+
+    let man = run(&["man"]);
+    assert!(man.contains(".TH herald 1"), "{man}");
+    assert!(man.contains("serve"), "the page lists the commands");
+
+    let dir = std::env::temp_dir().join(format!("herald-man-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    run(&["man", "--dir", dir.to_str().unwrap()]);
+    let serve = std::fs::read_to_string(dir.join("herald-serve.1")).unwrap();
+    assert!(serve.contains(".TH herald-serve 1"), "{serve}");
+    assert!(
+        serve.contains("history\\-size"),
+        "the serve page documents its flags"
+    );
+    assert!(dir.join("herald-config-check.1").exists());
+    assert!(
+        !dir.join("herald-man.1").exists(),
+        "the hidden man command has no page"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

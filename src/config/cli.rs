@@ -1,8 +1,13 @@
-//! The command line: `herald serve`, `pub`, `sub`, `config` and `bench`, and
-//! the global log options. The serve flags themselves are in [`super::flags`];
-//! the options of `pub` and `sub` are here.
+//! The command line: `herald serve`, `pub`, `sub`, `config`, `bench` and
+//! `completions` (and the hidden `man`), and the global log options. The
+//! serve flags themselves are in [`super::flags`]; the options of `pub` and
+//! `sub` are here, and the shell completions and manual pages generated from
+//! this one definition, so they can never drift from the real parser.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use super::flags::ServeArgs;
 
@@ -41,6 +46,20 @@ pub enum Command {
     /// Load generator: fan-out, idle connections, echo and publish throughput,
     /// against herald or (through URL templates) another server such as Nchan.
     Bench(crate::bench::BenchArgs),
+    /// Print a shell completion script: `herald completions bash > /usr/share/bash-completion/completions/herald`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page herald(1) in roff, or write herald(1) and a page
+    /// per command (herald-serve(1)...) into --dir (for packagers).
+    #[command(hide = true)]
+    Man {
+        /// Write every page into this directory instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,4 +125,21 @@ pub struct SubArgs {
     /// Subscriber token (JWT), sent as `?token=`.
     #[arg(long, env = "HERALD_TOKEN")]
     pub token: Option<String>,
+}
+
+/// Writes the completion script for `shell`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {
+    clap_complete::generate(shell, &mut Cli::command(), "herald", out);
+}
+
+/// Writes the manual page herald(1).
+pub fn man_page(out: &mut dyn Write) -> std::io::Result<()> {
+    clap_mangen::Man::new(Cli::command()).render(out)
+}
+
+/// Writes herald(1) and one page per visible command (herald-serve(1),
+/// herald-config-check(1)...) into `dir`.
+pub fn man_pages(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(Cli::command(), dir)
 }
