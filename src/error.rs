@@ -56,9 +56,8 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Engine(_) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Auth(AuthError::Forbidden { .. }) | Self::OriginNotAllowed(_) => {
-                StatusCode::FORBIDDEN
-            }
+            Self::Auth(AuthError::Forbidden { .. } | AuthError::NoClientPublish { .. })
+            | Self::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::Auth(_) => StatusCode::UNAUTHORIZED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
@@ -77,7 +76,9 @@ impl ApiError {
             Self::Auth(AuthError::Missing) => "unauthorized",
             Self::Auth(AuthError::Expired) => "token_expired",
             Self::Auth(AuthError::Invalid(_)) => "invalid_token",
-            Self::Auth(AuthError::Forbidden { .. }) => "forbidden",
+            Self::Auth(AuthError::Forbidden { .. } | AuthError::NoClientPublish { .. }) => {
+                "forbidden"
+            }
             Self::OriginNotAllowed(_) => "origin_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
         }

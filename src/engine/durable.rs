@@ -23,8 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Engine, EngineError, EngineTotals};
 use crate::hub::{
-    now_ms, ChannelActivity, ChannelInfo, ChannelName, ChannelState, DataKind, Draft, EventName,
-    HistoryLimits, Hub, Message, MessageId, Published, Replay, Since, SubscriberHandle,
+    now_ms, ChannelActivity, ChannelInfo, ChannelName, ChannelPolicy, ChannelState, DataKind,
+    Draft, EventName, Hub, Message, MessageId, Published, Replay, Since, SubscriberHandle,
     SubscriberId,
 };
 
@@ -125,7 +125,7 @@ fn migrate(db: &Connection) -> Result<(), EngineError> {
 
 impl DurableEngine {
     /// Opens (or creates) the store in `dir` and loads every channel's history.
-    pub fn open(dir: &Path, limits: HistoryLimits) -> Result<Self, EngineError> {
+    pub fn open(dir: &Path, policy: Arc<ChannelPolicy>) -> Result<Self, EngineError> {
         std::fs::create_dir_all(dir).map_err(unavailable)?;
         let lock = lock_dir(dir)?;
         let db = Connection::open(dir.join("herald.sqlite3")).map_err(unavailable)?;
@@ -135,7 +135,7 @@ impl DurableEngine {
             .map_err(unavailable)?;
         db.execute_batch(SCHEMA).map_err(unavailable)?;
         migrate(&db)?;
-        let hub = Arc::new(Hub::new(limits));
+        let hub = Arc::new(Hub::with_policy(policy));
         load(&db, &hub)?;
         let (writes, queue) = mpsc::channel(4 * MAX_BATCH);
         let alive = Arc::new(AtomicBool::new(true));
@@ -247,7 +247,9 @@ fn load(db: &Connection, hub: &Hub) -> Result<(), EngineError> {
                 data,
                 kind,
             );
-            state.history.push(Arc::new(message), hub.limits(), now);
+            state
+                .history
+                .push(Arc::new(message), &hub.limits(&channel), now);
             loaded += 1;
         }
         hub.restore(state);
@@ -311,7 +313,6 @@ impl Writer {
 
     fn apply(&mut self, batch: Vec<Write>) {
         let now = now_ms();
-        let limits = *self.hub.limits();
         let mut publishes: Vec<Pending> = Vec::new();
         let mut repeats: Vec<(Published, Reply<Published>)> = Vec::new();
         let mut deletes: Vec<(ChannelName, Reply<bool>)> = Vec::new();
@@ -360,9 +361,10 @@ impl Writer {
         // Publishes and deletes of one batch never share a channel's fate:
         // deletes run in their own transaction after the publishes.
         if !publishes.is_empty() {
-            match self.commit_publishes(&publishes, &last, &limits) {
+            match self.commit_publishes(&publishes, &last) {
                 Ok(()) => {
                     for pending in publishes {
+                        let limits = self.hub.limits(&pending.message.channel);
                         let published = self.hub.with_channel(&pending.message.channel, |state| {
                             let subscribers = state.append(pending.message.clone(), &limits, now);
                             let published = Published {
@@ -407,7 +409,6 @@ impl Writer {
         &mut self,
         publishes: &[Pending],
         last: &HashMap<ChannelName, MessageId>,
-        limits: &HistoryLimits,
     ) -> Result<(), EngineError> {
         let tx = self.db.transaction().map_err(unavailable)?;
         {
@@ -430,10 +431,12 @@ impl Writer {
             let mut remember = tx
                 .prepare_cached("INSERT OR REPLACE INTO idempotency (channel, key, seq, expires_at) VALUES (?1, ?2, ?3, ?4)")
                 .map_err(unavailable)?;
-            let expires_at = now_ms() + limits.ttl.as_millis() as u64;
+            let now = now_ms();
             for pending in publishes {
                 if let Some(key) = &pending.key {
                     let m = &pending.message;
+                    let ttl = self.hub.limits(&m.channel).ttl;
+                    let expires_at = now + ttl.as_millis() as u64;
                     remember
                         .execute(params![
                             m.channel.as_str(),
@@ -455,7 +458,7 @@ impl Writer {
                     .map_err(unavailable)?;
                 // Keep disk use bounded by the count limit at once; age and
                 // byte limits follow at the next trim.
-                let keep = limits.max_messages as u64;
+                let keep = self.hub.limits(channel).max_messages as u64;
                 if id.seq > keep {
                     trim.execute(params![channel.as_str(), (id.seq - keep) as i64])
                         .map_err(unavailable)?;
@@ -611,7 +614,7 @@ mod tests {
             ))
             .unwrap();
         }
-        let engine = DurableEngine::open(&dir, HistoryLimits::default()).unwrap();
+        let engine = DurableEngine::open(&dir, Arc::default()).unwrap();
         let info = engine
             .hub
             .info(&ChannelName::parse("old").unwrap(), now_ms())

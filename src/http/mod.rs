@@ -208,6 +208,7 @@ pub async fn start_with_engine(
     let publish_rate = limits(config.publish_rate);
     let ctx = Context {
         engine: engine.clone(),
+        channels: Arc::new(config.channel_policy()),
         config: Arc::new(config),
         shutdown: shutdown.clone(),
         status,

@@ -106,7 +106,7 @@ pub async fn subscribe(
         .auth
         .identify(&parts.headers, query.get("token").map(String::as_str))?;
     for channel in &channels {
-        ctx.config.auth.may_subscribe(&who, channel)?;
+        transport::access::may_subscribe(&ctx, &who, channel)?;
     }
     if ctx.shutdown.is_cancelled() {
         return Err(ApiError::ShuttingDown);

@@ -2,6 +2,7 @@
 //! clients into publishes. Each transport knows its wire format and nothing of
 //! how messages are stored.
 
+pub mod access;
 pub mod frame;
 pub mod poll;
 pub mod protocol;
@@ -20,13 +21,15 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Credential;
 use crate::config::ServerConfig;
 use crate::engine::Engine;
-use crate::hub::Message;
+use crate::hub::{ChannelPolicy, Message};
 
 /// What every handler needs: the engine, the settings, the shutdown signal.
 #[derive(Clone)]
 pub struct Context {
     pub engine: Arc<dyn Engine>,
     pub config: Arc<ServerConfig>,
+    /// Each channel's options (`[[channels]]` over the global flags).
+    pub channels: Arc<ChannelPolicy>,
     pub shutdown: CancellationToken,
     /// Live status snapshots for `/status/stream`.
     pub status: tokio::sync::watch::Receiver<Arc<str>>,
