@@ -55,6 +55,7 @@ impl ApiError {
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Engine(EngineError::StorageFull(_)) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Engine(_) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Auth(AuthError::Forbidden { .. } | AuthError::NoClientPublish { .. })
             | Self::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
@@ -71,6 +72,7 @@ impl ApiError {
             Self::TooLarge { .. } => "too_large",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::Engine(EngineError::StorageFull(_)) => "storage_full",
             Self::Engine(_) => "engine_unavailable",
             Self::ShuttingDown => "shutting_down",
             Self::Auth(AuthError::Missing) => "unauthorized",

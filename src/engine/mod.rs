@@ -24,11 +24,15 @@ pub use memory::MemoryEngine;
 pub use subscription::{Event, QueueLimits, Subscription};
 
 /// Why an engine could not do what was asked.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum EngineError {
     /// The backing store cannot be reached; the caller should retry later.
     #[error("the message store is unavailable: {0}")]
     Unavailable(String),
+    /// The store's disk is full: nothing new can be stored until space is
+    /// freed (what is stored stays readable).
+    #[error("the message store's disk is full ({0}); free space and retry")]
+    StorageFull(String),
 }
 
 /// What an engine holds, sampled for metrics.
@@ -104,6 +108,12 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Whether the engine can serve publishes now (for `/readyz`).
     async fn is_ready(&self) -> bool;
+
+    /// Why the engine is not ready, when it knows better than
+    /// `engine_unavailable` (for `/readyz`).
+    fn unready_reason(&self) -> Option<&'static str> {
+        None
+    }
 
     /// Periodic upkeep: age trimming, forgetting idle channels.
     fn sweep(&self);

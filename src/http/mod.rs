@@ -146,9 +146,10 @@ async fn readyz(State(ctx): State<Context>) -> impl IntoResponse {
             Json(json!({ "status": "ready", "engine": engine })),
         )
     } else {
+        let status = ctx.engine.unready_reason().unwrap_or("engine_unavailable");
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "engine_unavailable", "engine": engine })),
+            Json(json!({ "status": status, "engine": engine })),
         )
     }
 }
