@@ -274,3 +274,28 @@ fn text_frame(text: String) -> Bytes {
         out.extend_from_slice(text.as_bytes())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::MessageId;
+
+    #[test]
+    fn a_msg_frame_is_one_text_frame_built_once_and_shared() {
+        let channel = ChannelName::parse("news").unwrap();
+        let message = Message::new(
+            channel,
+            MessageId::new(1, 2),
+            None,
+            Bytes::from(vec![b'x'; 300]),
+            0,
+        );
+        let first = message_frame(&message);
+        let again = message_frame(&message);
+        assert_eq!(first.as_ptr(), again.as_ptr(), "the same bytes, not a copy");
+        let json = protocol::message(&message);
+        let (head, used) = frame::header(opcode::TEXT, json.len());
+        assert_eq!(&first[..used], &head[..used]);
+        assert_eq!(&first[used..], &json[..]);
+    }
+}
