@@ -49,11 +49,6 @@ impl Heartbeat {
         Poll::Ready(Beat::Ping)
     }
 
-    /// Waits until a ping is due or the last one went unanswered too long. Cancel-safe.
-    pub async fn next(&mut self) -> Beat {
-        std::future::poll_fn(|cx| self.poll_next(cx)).await
-    }
-
     /// The client showed it is alive (any frame counts).
     pub fn alive(&mut self) {
         if let Some(pinged_at) = self.pinged_at.take() {

@@ -21,10 +21,9 @@ mod handshake;
 mod heartbeat;
 mod watch;
 
-pub use connection::{Batch, Close, Next, Step, WebSocket, READ_BUFFER};
+pub use connection::{Batch, Close, Next, Step, WebSocket};
 pub use frame::close_code;
-pub use handshake::{accept_key, derive_accept_key, Handshake};
-pub use heartbeat::{Beat, Heartbeat};
+pub use handshake::{derive_accept_key, Handshake};
 
 use crate::config::ServerConfig;
 
