@@ -1,7 +1,6 @@
 //! Every error a client can cause, and the one place that turns it into a
 //! JSON response: `{"error": {"code": "snake_case", "message": "..."}}`.
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -89,14 +88,6 @@ impl ApiError {
     /// The JSON error object, also used inside `/ws` error frames.
     pub fn body(&self) -> serde_json::Value {
         json!({ "code": self.code(), "message": self.to_string() })
-    }
-}
-
-/// A request to a WebSocket endpoint that is not a valid upgrade (a plain
-/// GET, a missing key): a JSON error like every other, not axum's plain text.
-impl From<WebSocketUpgradeRejection> for ApiError {
-    fn from(rejection: WebSocketUpgradeRejection) -> Self {
-        Self::bad_request("bad_websocket_upgrade", rejection.body_text())
     }
 }
 

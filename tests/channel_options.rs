@@ -223,7 +223,7 @@ async fn message_size_anonymity_and_client_publishing_follow_each_channel() {
     .await;
     let answer = next_json(&mut ws).await;
     assert_eq!(
-        (&answer["op"], &answer["code"]),
+        (&answer["op"], &answer["error"]["code"]),
         (&json!("error"), &json!("forbidden")),
         "{answer}"
     );

@@ -345,6 +345,59 @@ async fn foreign_origins_are_refused_and_cors_follows_the_list() {
         .is_none());
 }
 
+/// A WebSocket handshake refused before the upgrade: its status and JSON error code.
+async fn refused_upgrade(addr: SocketAddr, path: &str, origin: Option<&str>) -> (u16, String) {
+    match tokio_tungstenite::connect_async(ws_request(addr, path, origin)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body: Value =
+                serde_json::from_slice(response.body().as_deref().unwrap_or_default())
+                    .expect("a JSON error body");
+            let code = body["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            (response.status().as_u16(), code)
+        }
+        Err(other) => panic!("{path}: expected an HTTP refusal, got {other}"),
+        Ok(_) => panic!("{path}: the upgrade was accepted"),
+    }
+}
+
+#[tokio::test]
+async fn the_ws_protocol_refuses_origins_and_missing_credentials_before_upgrading() {
+    let server = secured().await;
+    let good = grants(&["*"], &[], now() + 600);
+    let expired = grants(&["*"], &[], now() - 60);
+    let cases = [
+        (
+            format!("/ws?token={good}"),
+            Some("https://evil.example"),
+            403,
+            "origin_not_allowed",
+        ),
+        ("/ws".to_owned(), None, 401, "unauthorized"),
+        (format!("/ws?token={expired}"), None, 401, "token_expired"),
+        ("/ws?token=nonsense".to_owned(), None, 401, "invalid_token"),
+    ];
+    for (path, origin, status, code) in cases {
+        assert_eq!(
+            refused_upgrade(server.addr, &path, origin).await,
+            (status, code.to_owned()),
+            "{path} from {origin:?}"
+        );
+    }
+    // A request that is no handshake at all is refused first, whatever else is wrong.
+    let response = reqwest::Client::new()
+        .get(url(server.addr, "/ws"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_websocket_upgrade");
+}
+
 #[tokio::test]
 async fn publishing_too_fast_is_answered_429_with_retry_after() {
     let server = start(|c| {

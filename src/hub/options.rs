@@ -121,6 +121,11 @@ impl ChannelPolicy {
         &self.rules
     }
 
+    /// Whether some channel needs no credential to subscribe to.
+    pub fn has_anonymous(&self) -> bool {
+        self.defaults.anonymous || self.rules.iter().any(|rule| rule.anonymous == Some(true))
+    }
+
     /// The largest message any channel accepts: the bound for reading a
     /// message before its channel is known (a WebSocket frame, a batch).
     pub fn largest_message_size(&self) -> usize {

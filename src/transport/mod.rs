@@ -1,14 +1,19 @@
 //! Transports: turn subscription events into bytes on a wire, and frames from
 //! clients into publishes. Each transport knows its wire format and nothing of
 //! how messages are stored.
+//!
+//! `sse` and `poll` are HTTP responses; `ws` (raw, on `/sub/...`) and
+//! `socket` (the `/ws` JSON protocol, whose codec is `protocol`) are
+//! WebSockets, and share one RFC 6455 implementation, `websocket`, with the
+//! demo echo.
 
 pub mod access;
-pub mod frame;
 pub mod poll;
 pub mod protocol;
 pub mod publish;
 pub mod socket;
 pub mod sse;
+pub mod websocket;
 pub mod ws;
 
 pub use publish::{check_publish_rate, publish};
