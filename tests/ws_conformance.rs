@@ -84,7 +84,6 @@ struct In {
 struct Peer {
     stream: TcpStream,
     endpoint: Endpoint,
-    herald: bool,
 }
 
 impl Peer {
@@ -112,7 +111,6 @@ impl Peer {
         Self {
             stream,
             endpoint: target.endpoint,
-            herald: target.herald,
         }
     }
 
