@@ -874,3 +874,49 @@ async fn at_the_connection_limit_health_and_metrics_answer_and_the_rest_get_503(
     })
     .await;
 }
+
+#[tokio::test]
+async fn forwarded_client_addresses_count_only_from_a_trusted_proxy() {
+    // Publishes are limited per client address (1/s, bursts of 2), loopback
+    // included, so the test's own address would be one client.
+    let configure = |trusted: bool| {
+        move |c: &mut ServerConfig| {
+            c.publish_rate = 1.0;
+            c.rate_limit_loopback = true;
+            if trusted {
+                c.trusted_proxies =
+                    herald::proxy::TrustedProxies::new(vec![herald::proxy::parse_network(
+                        "127.0.0.1",
+                    )
+                    .unwrap()]);
+            }
+        }
+    };
+    let publish_as = |addr: SocketAddr, client: &'static str| {
+        reqwest::Client::new()
+            .post(url(addr, "/pub/proxied"))
+            .header("x-forwarded-for", format!("6.6.6.6, {client}"))
+            .body("x")
+    };
+    let trusting = start(configure(true)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(status(publish_as(trusting.addr, "203.0.113.5")).await);
+    }
+    assert_eq!(statuses, [200, 200, 429], "one client's burst");
+    // Another client behind the same proxy has a bucket of its own.
+    assert_eq!(status(publish_as(trusting.addr, "203.0.113.6")).await, 200);
+
+    // Without --trusted-proxy the header is anyone's claim: every publish
+    // counts against the peer, whatever it says.
+    let plain = start(configure(false)).await;
+    let mut statuses = Vec::new();
+    for client in ["203.0.113.5", "203.0.113.6", "203.0.113.7"] {
+        statuses.push(status(publish_as(plain.addr, client)).await);
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 429],
+        "one peer, however it names itself"
+    );
+}

@@ -10,7 +10,7 @@
 //! has an event name) and the text.
 #![no_main]
 use bytes::{Bytes, BytesMut};
-use herald::hub::{ChannelName, EventName, Message, MessageId};
+use herald::hub::{ChannelName, DataKind, EventName, Message, MessageId};
 use herald::transport::protocol;
 use herald::transport::websocket::frame::{self, opcode, Decoder, FrameError, Incoming};
 use libfuzzer_sys::fuzz_target;
@@ -108,6 +108,7 @@ fuzz_target!(|input: (u8, &str)| {
             MessageId::new(7, 42),
             event.clone(),
             data.clone(),
+            if shape & 4 != 0 { DataKind::Binary } else { DataKind::Text },
             0,
         );
         let framed = frame::build(opcode::TEXT, protocol::message_capacity(&message), |out| {
@@ -119,12 +120,12 @@ fuzz_target!(|input: (u8, &str)| {
         assert_eq!(value["channel"], "news");
         assert_eq!(value["event"].as_str(), event.as_ref().map(|e| e.as_str()));
         let sent = value["data"].as_str().expect("data is a string");
-        match std::str::from_utf8(&data) {
-            Ok(text) => {
+        match std::str::from_utf8(&data).ok().filter(|_| message.is_text) {
+            Some(text) => {
                 assert_eq!(sent, text);
                 assert!(value.get("encoding").is_none());
             }
-            Err(_) => {
+            None => {
                 assert_eq!(value["encoding"], "base64");
                 assert_eq!(sent.len(), data.len().div_ceil(3) * 4);
             }

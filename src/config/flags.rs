@@ -146,6 +146,11 @@ pub struct ServeArgs {
     /// comma-separated (`https://app.example.com,https://admin.example.com`, or `*`).
     #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
+    /// Reverse proxies or load balancers (address or CIDR, repeatable or
+    /// comma-separated) whose X-Forwarded-For / Forwarded headers name the
+    /// client for per-IP limits and logs; from anyone else they are ignored.
+    #[arg(long, env = "HERALD_TRUSTED_PROXY", value_delimiter = ',', value_parser = crate::proxy::parse_network)]
+    pub trusted_proxy: Vec<ipnet::IpNet>,
     /// Serve the seed examples: /demo, the /demo/ws echo and the `clock` ticker.
     #[arg(long, env = "HERALD_DEMO")]
     pub demo: bool,
@@ -218,6 +223,7 @@ impl ServeArgs {
                 leeway: self.jwt_leeway,
             },
             channel_rules,
+            trusted_proxies: crate::proxy::TrustedProxies::new(self.trusted_proxy),
             allowed_origins: self.allowed_origins.map(|list| {
                 list.into_iter()
                     .map(|o| o.trim().to_owned())

@@ -19,6 +19,7 @@ use std::time::Duration;
 use crate::auth::Auth;
 use crate::engine::{EngineSettings, QueueLimits};
 use crate::hub::{ChannelOptions, ChannelPolicy, ChannelRule, HistoryLimits};
+use crate::proxy::TrustedProxies;
 
 /// Everything `herald serve` can be told.
 #[derive(Debug, Clone)]
@@ -71,6 +72,8 @@ pub struct ServerConfig {
     pub auth: Auth,
     /// Origins accepted on WebSocket upgrades, SSE and CORS; `None` accepts any.
     pub allowed_origins: Option<Vec<String>>,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` name the client.
+    pub trusted_proxies: TrustedProxies,
     /// `[[channels]]` rules from the TOML file, first match wins.
     pub channel_rules: Vec<ChannelRule>,
     /// Serve the seed examples (`/demo`, `/demo/ws`, the `clock` ticker).
@@ -109,6 +112,7 @@ impl Default for ServerConfig {
             auth: Auth::default(),
             allowed_origins: None,
             channel_rules: Vec::new(),
+            trusted_proxies: TrustedProxies::default(),
             demo: false,
             demo_tick: Duration::from_secs(5),
         }

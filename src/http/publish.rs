@@ -202,7 +202,10 @@ pub async fn publish_one(
         let channel = channel_from_path(path)?;
         let token = query.get("token").map(String::as_str);
         authorize_publisher(&ctx, &headers, token, [&channel])?;
-        transport::check_publish_rate(&ctx, peer.ip())?;
+        transport::check_publish_rate(
+            &ctx,
+            transport::publish::client_ip(&ctx, peer.ip(), &headers),
+        )?;
         let event = event_name(query.get("event"))?;
         Ok((channel, event, idempotency_key(&headers)?))
     })();
@@ -252,7 +255,10 @@ pub async fn publish_batch(
         {
             return Err(AuthError::Missing.into());
         }
-        transport::check_publish_rate(&ctx, peer.ip())
+        transport::check_publish_rate(
+            &ctx,
+            transport::publish::client_ip(&ctx, peer.ip(), &headers),
+        )
     })();
     if let Err(error) = checked {
         return Err(refuse_unread(&ctx, &headers, body, error).await);

@@ -117,6 +117,7 @@ pub async fn subscribe(
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+            let peer = transport::publish::client_ip(&ctx, peer, &parts.headers);
             transport::ws::upgrade(ctx, parts, channels, since, who, peer).await
         }
         TransportKind::EventStream => {

@@ -54,9 +54,8 @@ pub async fn upgrade(
     {
         return Err(AuthError::Missing.into());
     }
-    Ok(handshake.accept(&ctx.clone(), move |socket| {
-        serve(ctx, socket, who, peer.ip())
-    }))
+    let client = super::publish::client_ip(&ctx, peer.ip(), &parts.headers);
+    Ok(handshake.accept(&ctx.clone(), move |socket| serve(ctx, socket, who, client)))
 }
 
 /// Refuses a browser `Origin` not on `--allowed-origins` (403).
