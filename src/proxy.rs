@@ -2,7 +2,7 @@
 //! TCP peer is then the proxy, and the client's own address is in the
 //! `X-Forwarded-For` (or `Forwarded`) header the proxy adds. Those headers
 //! are believed only when the peer is a trusted proxy, since anyone else can
-//! write them; per-IP limits and logs then count the client, not the proxy.
+//! write them; per-IP publish limits then count the client, not the proxy.
 
 use std::net::IpAddr;
 

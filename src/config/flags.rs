@@ -148,7 +148,7 @@ pub struct ServeArgs {
     pub allowed_origins: Option<Vec<String>>,
     /// Reverse proxies or load balancers (address or CIDR, repeatable or
     /// comma-separated) whose X-Forwarded-For / Forwarded headers name the
-    /// client for per-IP limits and logs; from anyone else they are ignored.
+    /// client for per-IP publish limits; from anyone else they are ignored.
     #[arg(long, env = "HERALD_TRUSTED_PROXY", value_delimiter = ',', value_parser = crate::proxy::parse_network)]
     pub trusted_proxy: Vec<ipnet::IpNet>,
     /// Serve the seed examples: /demo, the /demo/ws echo and the `clock` ticker.
