@@ -37,6 +37,8 @@ pub enum AuthError {
         action: &'static str,
         channel: String,
     },
+    #[error("channel {channel:?} takes no publishes from clients (client_publish = false)")]
+    NoClientPublish { channel: String },
 }
 
 /// Why the auth settings could not be loaded.
@@ -147,25 +149,7 @@ impl Credential {
     }
 }
 
-/// `*` matches any run of characters (`chat.*`, `*`, `user.*.inbox`).
-pub fn pattern_matches(pattern: &str, name: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or_default();
-    let Some(mut rest) = name.strip_prefix(first) else {
-        return false;
-    };
-    let pieces: Vec<&str> = parts.collect();
-    let Some((last, middle)) = pieces.split_last() else {
-        return rest.is_empty();
-    };
-    for piece in middle {
-        match rest.find(piece) {
-            Some(at) => rest = &rest[at + piece.len()..],
-            None => return false,
-        }
-    }
-    rest.ends_with(last)
-}
+pub use crate::hub::pattern_matches;
 
 /// The auth settings of a server.
 #[derive(Debug, Clone)]

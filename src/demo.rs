@@ -7,9 +7,7 @@
 //! per connection), and the clock messages go through a channel's history, so
 //! two pollers sharing it both see every message.
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message as Frame, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::response::{Html, Response};
 use axum::routing::get;
 use axum::Router;
@@ -17,7 +15,8 @@ use bytes::Bytes;
 
 use crate::error::ApiError;
 use crate::hub::{ChannelName, DataKind, Draft};
-use crate::transport::ws::{close_code, close_for_error, close_frame, configure};
+use crate::telemetry::Connection;
+use crate::transport::websocket::{Handshake, Next, WebSocket};
 use crate::transport::Context;
 
 /// The reply prefix of the seed's echo server.
@@ -36,48 +35,29 @@ async fn page() -> Html<&'static str> {
     Html(include_str!("../assets/demo.html"))
 }
 
-async fn echo_upgrade(
-    State(ctx): State<Context>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<Response, ApiError> {
-    Ok(configure(upgrade?, &ctx).on_upgrade(move |socket| echo(ctx, socket)))
+async fn echo_upgrade(State(ctx): State<Context>, request: Request) -> Result<Response, ApiError> {
+    let (mut parts, _body) = request.into_parts();
+    let handshake = Handshake::check(&mut parts)?;
+    Ok(handshake.accept(&ctx, echo))
 }
 
-/// The seed's echo server: every text frame comes back prefixed.
-async fn echo(ctx: Context, mut socket: WebSocket) {
-    let mut connection = crate::telemetry::Connection::open("echo");
+/// The seed's echo server: every message comes back as text, prefixed. It
+/// runs on herald's own WebSocket (`transport::websocket`), with the same
+/// limits and close codes as the other sockets, and like the seed it sends
+/// no pings.
+async fn echo(mut socket: WebSocket) {
+    let mut connection = Connection::open("echo");
     loop {
-        let frame = tokio::select! {
-            _ = ctx.shutdown.cancelled() => {
-                connection.set_reason("shutdown");
-                let _ = socket.send(close_frame(close_code::SERVICE_RESTART, "server shutting down")).await;
-                break;
-            }
-            frame = socket.recv() => frame,
-        };
-        let reply = match frame {
-            Some(Ok(Frame::Text(text))) => format!("{ECHO_PREFIX}{}", text.as_str()),
-            Some(Ok(Frame::Binary(data))) => {
+        let reply = match socket.next(None).await {
+            Next::Text(data) | Next::Binary(data) => {
                 format!("{ECHO_PREFIX}{}", String::from_utf8_lossy(&data))
             }
-            Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => continue,
-            Some(Ok(Frame::Close(_))) => {
-                let _ = futures_util::SinkExt::flush(&mut socket).await;
-                break;
-            }
-            Some(Err(error)) => {
-                connection.set_reason("protocol_error");
-                let _ = socket.send(close_for_error(&error)).await;
-                break;
-            }
-            _ => break,
+            Next::Close(close) => return socket.close(close, &mut connection).await,
+            // Nothing else reaches a socket without a subscription or a deadline.
+            Next::Event(_) | Next::Expired(_) | Next::Gone => return,
         };
-        if socket
-            .send(Frame::Text(Utf8Bytes::from(reply)))
-            .await
-            .is_err()
-        {
-            break;
+        if socket.send_text(&reply).await.is_err() {
+            return;
         }
         connection.delivered(1, crate::hub::now_ms());
     }

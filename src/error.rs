@@ -1,7 +1,6 @@
 //! Every error a client can cause, and the one place that turns it into a
 //! JSON response: `{"error": {"code": "snake_case", "message": "..."}}`.
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -22,6 +21,7 @@ pub const CODES: &[&str] = &[
     "not_found",
     "method_not_allowed",
     "engine_unavailable",
+    "storage_full",
     "shutting_down",
     "unauthorized",
     "token_expired",
@@ -89,10 +89,10 @@ impl ApiError {
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Engine(EngineError::StorageFull(_)) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Engine(_) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Auth(AuthError::Forbidden { .. }) | Self::OriginNotAllowed(_) => {
-                StatusCode::FORBIDDEN
-            }
+            Self::Auth(AuthError::Forbidden { .. } | AuthError::NoClientPublish { .. })
+            | Self::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::Auth(_) => StatusCode::UNAUTHORIZED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
@@ -106,12 +106,15 @@ impl ApiError {
             Self::TooLarge { .. } => "too_large",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::Engine(EngineError::StorageFull(_)) => "storage_full",
             Self::Engine(_) => "engine_unavailable",
             Self::ShuttingDown => "shutting_down",
             Self::Auth(AuthError::Missing) => "unauthorized",
             Self::Auth(AuthError::Expired) => "token_expired",
             Self::Auth(AuthError::Invalid(_)) => "invalid_token",
-            Self::Auth(AuthError::Forbidden { .. }) => "forbidden",
+            Self::Auth(AuthError::Forbidden { .. } | AuthError::NoClientPublish { .. }) => {
+                "forbidden"
+            }
             Self::OriginNotAllowed(_) => "origin_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
         }
@@ -120,14 +123,6 @@ impl ApiError {
     /// The JSON error object, also used inside `/ws` error frames.
     pub fn body(&self) -> serde_json::Value {
         json!({ "code": self.code(), "message": self.to_string() })
-    }
-}
-
-/// A request to a WebSocket endpoint that is not a valid upgrade (a plain
-/// GET, a missing key): a JSON error like every other, not axum's plain text.
-impl From<WebSocketUpgradeRejection> for ApiError {
-    fn from(rejection: WebSocketUpgradeRejection) -> Self {
-        Self::bad_request("bad_websocket_upgrade", rejection.body_text())
     }
 }
 

@@ -21,5 +21,6 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod limits;
+pub mod proxy;
 pub mod telemetry;
 pub mod transport;

@@ -146,11 +146,17 @@ struct Served {
 
 impl Served {
     async fn start(args: &[&str]) -> Self {
+        Self::start_logging_to(args, Stdio::null()).await
+    }
+
+    /// [`Served::start`] with the server's standard error (its log) sent to `log`.
+    async fn start_logging_to(args: &[&str], log: impl Into<Stdio>) -> Self {
         let mut command = herald_async(&["serve", "--listen", "127.0.0.1:0"]);
         command
             .args(args)
+            .env_remove("NO_COLOR")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(log);
         let mut child = command.spawn().expect("herald serve starts");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let line = within("herald serve to print its address", lines.next_line())
@@ -343,21 +349,11 @@ async fn logs_to_a_file_carry_no_colour_codes() {
     let dir = std::env::temp_dir().join(format!("herald-log-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("serve.log");
-    let mut command = herald_async(&["serve", "--listen", "127.0.0.1:0", "--log-level", "debug"]);
-    command
-        .env_remove("NO_COLOR")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let mut child = command.spawn().expect("herald serve starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = within("herald serve to print its address", lines.next_line())
-        .await
-        .unwrap()
-        .expect("herald serve printed a line before exiting");
-    assert!(line.starts_with("herald listening on "), "{line}");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut served = Served::start_logging_to(&["--log-level", "debug"], file).await;
     // Written before the address is printed: the open-file-limit debug line.
     let written = std::fs::read(&log).unwrap();
-    child.kill().await.unwrap();
+    served.child.kill().await.unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     let text = String::from_utf8_lossy(&written);
     assert!(text.contains("DEBUG"), "a log line was written: {text:?}");

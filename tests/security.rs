@@ -345,6 +345,59 @@ async fn foreign_origins_are_refused_and_cors_follows_the_list() {
         .is_none());
 }
 
+/// A WebSocket handshake refused before the upgrade: its status and JSON error code.
+async fn refused_upgrade(addr: SocketAddr, path: &str, origin: Option<&str>) -> (u16, String) {
+    match tokio_tungstenite::connect_async(ws_request(addr, path, origin)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body: Value =
+                serde_json::from_slice(response.body().as_deref().unwrap_or_default())
+                    .expect("a JSON error body");
+            let code = body["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            (response.status().as_u16(), code)
+        }
+        Err(other) => panic!("{path}: expected an HTTP refusal, got {other}"),
+        Ok(_) => panic!("{path}: the upgrade was accepted"),
+    }
+}
+
+#[tokio::test]
+async fn the_ws_protocol_refuses_origins_and_missing_credentials_before_upgrading() {
+    let server = secured().await;
+    let good = grants(&["*"], &[], now() + 600);
+    let expired = grants(&["*"], &[], now() - 60);
+    let cases = [
+        (
+            format!("/ws?token={good}"),
+            Some("https://evil.example"),
+            403,
+            "origin_not_allowed",
+        ),
+        ("/ws".to_owned(), None, 401, "unauthorized"),
+        (format!("/ws?token={expired}"), None, 401, "token_expired"),
+        ("/ws?token=nonsense".to_owned(), None, 401, "invalid_token"),
+    ];
+    for (path, origin, status, code) in cases {
+        assert_eq!(
+            refused_upgrade(server.addr, &path, origin).await,
+            (status, code.to_owned()),
+            "{path} from {origin:?}"
+        );
+    }
+    // A request that is no handshake at all is refused first, whatever else is wrong.
+    let response = reqwest::Client::new()
+        .get(url(server.addr, "/ws"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_websocket_upgrade");
+}
+
 #[tokio::test]
 async fn publishing_too_fast_is_answered_429_with_retry_after() {
     let server = start(|c| {
@@ -820,4 +873,50 @@ async fn at_the_connection_limit_health_and_metrics_answer_and_the_rest_get_503(
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn forwarded_client_addresses_count_only_from_a_trusted_proxy() {
+    // Publishes are limited per client address (1/s, bursts of 2), loopback
+    // included, so the test's own address would be one client.
+    let configure = |trusted: bool| {
+        move |c: &mut ServerConfig| {
+            c.publish_rate = 1.0;
+            c.rate_limit_loopback = true;
+            if trusted {
+                c.trusted_proxies =
+                    herald::proxy::TrustedProxies::new(vec![herald::proxy::parse_network(
+                        "127.0.0.1",
+                    )
+                    .unwrap()]);
+            }
+        }
+    };
+    let publish_as = |addr: SocketAddr, client: &'static str| {
+        reqwest::Client::new()
+            .post(url(addr, "/pub/proxied"))
+            .header("x-forwarded-for", format!("6.6.6.6, {client}"))
+            .body("x")
+    };
+    let trusting = start(configure(true)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(status(publish_as(trusting.addr, "203.0.113.5")).await);
+    }
+    assert_eq!(statuses, [200, 200, 429], "one client's burst");
+    // Another client behind the same proxy has a bucket of its own.
+    assert_eq!(status(publish_as(trusting.addr, "203.0.113.6")).await, 200);
+
+    // Without --trusted-proxy the header is anyone's claim: every publish
+    // counts against the peer, whatever it says.
+    let plain = start(configure(false)).await;
+    let mut statuses = Vec::new();
+    for client in ["203.0.113.5", "203.0.113.6", "203.0.113.7"] {
+        statuses.push(status(publish_as(plain.addr, client)).await);
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 429],
+        "one peer, however it names itself"
+    );
 }

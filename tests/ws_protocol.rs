@@ -311,3 +311,86 @@ async fn after_a_channel_is_deleted_the_socket_can_subscribe_to_it_again() {
         (Some("phoenix"), Some("reborn"))
     );
 }
+
+/// Reads frames until the server's close frame; returns its code.
+async fn close_code(socket: &mut Socket) -> u16 {
+    use futures_util::StreamExt;
+    loop {
+        match within("a close frame", socket.next()).await {
+            Some(Ok(Message::Close(Some(frame)))) => return frame.code.into(),
+            Some(Ok(Message::Close(None))) | None => panic!("closed without a code"),
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => panic!("the socket failed before a close frame: {error}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_socket_without_subscriptions_closes_after_the_idle_timeout() {
+    let idle = std::time::Duration::from_millis(200);
+    let server = start(|c| c.idle_timeout = idle).await;
+    let mut quiet = websocket(server.addr, "/ws").await;
+    let mut left = websocket(server.addr, "/ws").await;
+    ws_sub(&mut left, "idle.left", None).await;
+    send_json(
+        &mut left,
+        json!({"op": "unsub", "channel": "idle.left", "ref": 1}),
+    )
+    .await;
+    assert_eq!(next_json(&mut left).await["op"], "ok");
+    let mut busy = websocket(server.addr, "/ws").await;
+    ws_sub(&mut busy, "idle.busy", None).await;
+    assert_eq!(close_code(&mut quiet).await, 1000, "never subscribed");
+    assert_eq!(close_code(&mut left).await, 1000, "unsubscribed from all");
+    // A subscribed socket is not idle, however long it hears nothing.
+    tokio::time::sleep(idle * 2).await;
+    publish(server.addr, "idle.busy", "still open").await;
+    assert_eq!(next_json(&mut busy).await["data"], "still open");
+}
+
+#[tokio::test]
+async fn a_socket_closes_with_1001_at_the_maximum_connection_age() {
+    let server =
+        start(|c| c.max_connection_age = Some(std::time::Duration::from_millis(200))).await;
+    let mut socket = websocket(server.addr, "/ws").await;
+    ws_sub(&mut socket, "aging", None).await;
+    assert_eq!(close_code(&mut socket).await, 1001);
+}
+
+#[tokio::test]
+async fn shutdown_closes_protocol_and_echo_sockets_with_1012() {
+    let server = start(|c| c.demo = true).await;
+    let mut socket = websocket(server.addr, "/ws").await;
+    ws_sub(&mut socket, "draining", None).await;
+    let mut echo = websocket(server.addr, "/demo/ws").await;
+    echo.send(Message::text("hello")).await.unwrap();
+    assert_eq!(
+        next_frame(&mut echo).await,
+        Message::text("服务器回应:hello")
+    );
+    server.shutdown();
+    assert_eq!(close_code(&mut socket).await, 1012, "/ws");
+    assert_eq!(close_code(&mut echo).await, 1012, "/demo/ws");
+}
+
+#[tokio::test]
+async fn a_socket_whose_last_channel_is_deleted_goes_idle() {
+    let idle = std::time::Duration::from_millis(200);
+    let server = start(|c| c.idle_timeout = idle).await;
+    let mut socket = websocket(server.addr, "/ws").await;
+    ws_sub(&mut socket, "doomed", None).await;
+    // The idle time passes while the socket is subscribed, and so not idle;
+    // it becomes idle, already past its time, when its channel goes.
+    tokio::time::sleep(idle * 2).await;
+    let response = reqwest::Client::new()
+        .delete(url(server.addr, "/pub/doomed"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        next_json(&mut socket).await["error"]["code"],
+        "channel_deleted"
+    );
+    assert_eq!(close_code(&mut socket).await, 1000);
+}

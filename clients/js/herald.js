@@ -79,7 +79,11 @@ export class Herald {
   constructor(url, options = {}) {
     const base = url || (typeof location !== 'undefined' ? location.origin : '');
     this.url = String(base).replace(/\/+$/, '');
-    this.options = { ...DEFAULTS, ...options };
+    // An option given as undefined takes its default, as in most libraries.
+    const given = Object.fromEntries(
+      Object.entries(options || {}).filter(([, value]) => value !== undefined),
+    );
+    this.options = { ...DEFAULTS, ...given };
     const transports = this.options.transports.filter((t) => TRANSPORTS.includes(t));
     if (transports.length === 0) throw new Error(`transports must name some of ${TRANSPORTS.join(', ')}`);
     this.options.transports = transports;

@@ -10,7 +10,7 @@
 //! the body is a script for the encoder below.
 #![no_main]
 use bytes::BytesMut;
-use herald::transport::frame::{opcode, Decoder, FrameError, Incoming};
+use herald::transport::websocket::frame::{opcode, Decoder, FrameError, Incoming};
 use libfuzzer_sys::fuzz_target;
 
 /// Small, so that fragments and 16-bit lengths reach the limit.

@@ -61,6 +61,12 @@ pub enum ConfigFileError {
     BadType { path: PathBuf, key: String },
     #[error("{path}: {message}")]
     BadValue { path: PathBuf, message: String },
+    #[error("{path}, line {line}: {message}")]
+    Channels {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
 }
 
 /// Every key a file may hold.
@@ -94,12 +100,17 @@ fn read(path: &Path) -> Result<Vec<(String, Entry)>, ConfigFileError> {
 
 /// Checks the text of a file (`path` names it in errors): syntax, keys, types.
 fn entries(text: &str, path: &Path) -> Result<Vec<(String, Entry)>, ConfigFileError> {
-    let table: toml::Table =
+    let mut table: toml::Table =
         text.parse()
             .map_err(|e: toml::de::Error| ConfigFileError::Syntax {
                 path: path.to_owned(),
                 message: e.to_string(),
             })?;
+    // `[[channels]]` tables are not flags: checked (with their lines) here,
+    // read into the configuration by `channel_rules_of`.
+    if table.remove("channels").is_some() {
+        super::channels::channel_rules(text, path)?;
+    }
     let known = known_keys();
     let unknown: Vec<UnknownKey> = table
         .keys()
@@ -194,6 +205,15 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
     Cli::from_arg_matches(&matches)
 }
 
+/// The `[[channels]]` rules of the file at `path`, in file order.
+pub fn channel_rules_of(path: &Path) -> Result<Vec<crate::hub::ChannelRule>, ConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    super::channels::channel_rules(&text, path)
+}
+
 /// `herald config check FILE`: every problem found, or `Ok` with the number of keys.
 pub fn check(path: &Path) -> Result<usize, ConfigFileError> {
     check_entries(read(path)?, path)
@@ -251,6 +271,14 @@ pub fn show(args: Vec<OsString>) -> Result<String, clap::Error> {
             format!("{text:?}")
         };
         out.push_str(&format!("{key} = {shown}\n"));
+    }
+    if let Some(path) = serve.get_one::<PathBuf>("config") {
+        let rules = channel_rules_of(path).map_err(|e| {
+            Cli::command().error(clap::error::ErrorKind::ValueValidation, e.to_string())
+        })?;
+        for rule in rules {
+            out.push_str(&super::channels::rule_toml(&rule));
+        }
     }
     Ok(out)
 }

@@ -146,6 +146,11 @@ pub struct ServeArgs {
     /// comma-separated (`https://app.example.com,https://admin.example.com`, or `*`).
     #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
+    /// Reverse proxies or load balancers (address or CIDR, repeatable or
+    /// comma-separated) whose X-Forwarded-For / Forwarded headers name the
+    /// client for per-IP publish limits; from anyone else they are ignored.
+    #[arg(long, env = "HERALD_TRUSTED_PROXY", value_delimiter = ',', value_parser = crate::proxy::parse_network)]
+    pub trusted_proxy: Vec<ipnet::IpNet>,
     /// Serve the seed examples: /demo, the /demo/ws echo and the `clock` ticker.
     #[arg(long, env = "HERALD_DEMO")]
     pub demo: bool,
@@ -156,7 +161,11 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// The server configuration these options describe (reads the JWT key file).
-    pub fn into_config(self) -> Result<ServerConfig, AuthSetupError> {
+    pub fn into_config(self) -> Result<ServerConfig, ConfigError> {
+        let channel_rules = match &self.config {
+            Some(path) => super::file::channel_rules_of(path)?,
+            None => Vec::new(),
+        };
         let jwt = match (&self.jwt_secret, &self.jwt_public_key) {
             (Some(secret), _) => Some(JwtKey::secret(secret)),
             (None, Some(path)) => Some(JwtKey::public_key_file(path)?),
@@ -213,6 +222,8 @@ impl ServeArgs {
                 jwt,
                 leeway: self.jwt_leeway,
             },
+            channel_rules,
+            trusted_proxies: crate::proxy::TrustedProxies::new(self.trusted_proxy),
             allowed_origins: self.allowed_origins.map(|list| {
                 list.into_iter()
                     .map(|o| o.trim().to_owned())
@@ -222,6 +233,15 @@ impl ServeArgs {
             ..ServerConfig::default()
         })
     }
+}
+
+/// Why `herald serve`'s options could not become a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    #[error(transparent)]
+    File(#[from] super::file::ConfigFileError),
 }
 
 /// The default `--max-connections` for an open-file limit of `nofile`: a
@@ -242,7 +262,7 @@ mod tests {
     #[test]
     fn the_connection_limit_leaves_descriptors_in_reserve() {
         assert_eq!(max_connections_for(20_000), 18_000);
-        assert_eq!(max_connections_for(1024), 924);
+        assert_eq!(max_connections_for(1024), 922);
         assert_eq!(max_connections_for(50), 1);
         assert_eq!(max_connections_for(1 << 20), 100_000);
     }

@@ -4,6 +4,7 @@
 //! [`ServerConfig`] every layer above the engine reads. The engine gets only
 //! its own part ([`ServerConfig::engine_settings`]).
 
+pub mod channels;
 pub mod cli;
 pub mod file;
 pub mod flags;
@@ -12,11 +13,13 @@ pub mod units;
 pub use units::{parse_duration, parse_size};
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Auth;
 use crate::engine::{EngineSettings, QueueLimits};
-use crate::hub::HistoryLimits;
+use crate::hub::{ChannelOptions, ChannelPolicy, ChannelRule, HistoryLimits};
+use crate::proxy::TrustedProxies;
 
 /// Everything `herald serve` can be told.
 #[derive(Debug, Clone)]
@@ -69,6 +72,10 @@ pub struct ServerConfig {
     pub auth: Auth,
     /// Origins accepted on WebSocket upgrades, SSE and CORS; `None` accepts any.
     pub allowed_origins: Option<Vec<String>>,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` name the client.
+    pub trusted_proxies: TrustedProxies,
+    /// `[[channels]]` rules from the TOML file, first match wins.
+    pub channel_rules: Vec<ChannelRule>,
     /// Serve the seed examples (`/demo`, `/demo/ws`, the `clock` ticker).
     pub demo: bool,
     pub demo_tick: Duration,
@@ -104,6 +111,8 @@ impl Default for ServerConfig {
             redis: None,
             auth: Auth::default(),
             allowed_origins: None,
+            channel_rules: Vec::new(),
+            trusted_proxies: TrustedProxies::default(),
             demo: false,
             demo_tick: Duration::from_secs(5),
         }
@@ -126,10 +135,20 @@ impl ServerConfig {
     /// The part of the configuration an engine is opened from.
     pub fn engine_settings(&self) -> EngineSettings {
         EngineSettings {
-            history: self.history,
+            channels: Arc::new(self.channel_policy()),
             data_dir: self.data_dir.clone(),
             redis: self.redis.clone(),
         }
+    }
+
+    /// Every channel's options: the `[[channels]]` rules over the global flags.
+    pub fn channel_policy(&self) -> ChannelPolicy {
+        let defaults = ChannelOptions {
+            history: self.history,
+            max_message_size: self.max_message_size,
+            ..ChannelOptions::default()
+        };
+        ChannelPolicy::new(defaults, self.channel_rules.clone())
     }
 
     /// Per-subscriber queue bounds for streaming transports.

@@ -23,8 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Engine, EngineError, EngineTotals};
 use crate::hub::{
-    now_ms, ChannelActivity, ChannelInfo, ChannelName, ChannelState, DataKind, Draft, EventName,
-    HistoryLimits, Hub, Message, MessageId, Published, Replay, Since, SubscriberHandle,
+    now_ms, ChannelActivity, ChannelInfo, ChannelName, ChannelPolicy, ChannelState, DataKind,
+    Draft, EventName, Hub, Message, MessageId, Published, Replay, Since, SubscriberHandle,
     SubscriberId,
 };
 
@@ -61,10 +61,40 @@ pub struct DurableEngine {
     hub: Arc<Hub>,
     writes: mpsc::Sender<Write>,
     alive: Arc<AtomicBool>,
+    /// The last commit failed for lack of disk space (cleared by the next
+    /// one that succeeds).
+    full: Arc<AtomicBool>,
+    dir: std::path::PathBuf,
 }
 
 fn unavailable(error: impl std::fmt::Display) -> EngineError {
     EngineError::Unavailable(format!("data store: {error}"))
+}
+
+/// A failed write, told apart when it failed for lack of disk space: the
+/// client is then told `storage_full` (507), not that the store is down.
+fn store_error(error: rusqlite::Error) -> EngineError {
+    if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        EngineError::StorageFull(format!("data store: {error}"))
+    } else {
+        unavailable(error)
+    }
+}
+
+/// Whether the file system holding `dir` has at least `bytes` free for
+/// this process (statvfs; false if it cannot tell).
+fn has_free_space(dir: &Path, bytes: u64) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `path` is a valid NUL-terminated string and `stats` a
+    // properly sized, writable statvfs that libc fills in.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
+        return false;
+    }
+    (stats.f_bavail as u64).saturating_mul(stats.f_frsize as u64) >= bytes
 }
 
 /// Rebuilds a stored message.
@@ -125,7 +155,7 @@ fn migrate(db: &Connection) -> Result<(), EngineError> {
 
 impl DurableEngine {
     /// Opens (or creates) the store in `dir` and loads every channel's history.
-    pub fn open(dir: &Path, limits: HistoryLimits) -> Result<Self, EngineError> {
+    pub fn open(dir: &Path, policy: Arc<ChannelPolicy>) -> Result<Self, EngineError> {
         std::fs::create_dir_all(dir).map_err(unavailable)?;
         let lock = lock_dir(dir)?;
         let db = Connection::open(dir.join("herald.sqlite3")).map_err(unavailable)?;
@@ -135,13 +165,15 @@ impl DurableEngine {
             .map_err(unavailable)?;
         db.execute_batch(SCHEMA).map_err(unavailable)?;
         migrate(&db)?;
-        let hub = Arc::new(Hub::new(limits));
+        let hub = Arc::new(Hub::with_policy(policy));
         load(&db, &hub)?;
         let (writes, queue) = mpsc::channel(4 * MAX_BATCH);
         let alive = Arc::new(AtomicBool::new(true));
+        let full = Arc::new(AtomicBool::new(false));
         let writer = Writer {
             db,
             hub: hub.clone(),
+            full: full.clone(),
             _lock: lock,
         };
         let flag = alive.clone();
@@ -152,7 +184,20 @@ impl DurableEngine {
                 flag.store(false, Ordering::SeqCst);
             })
             .map_err(unavailable)?;
-        Ok(Self { hub, writes, alive })
+        Ok(Self {
+            hub,
+            writes,
+            alive,
+            full,
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Full, and still without room for a publish: once space is freed the
+    /// node reports ready again and the next commit clears the flag.
+    fn out_of_space(&self) -> bool {
+        let room = (2 * self.hub.policy().largest_message_size() as u64).max(64 * 1024);
+        self.full.load(Ordering::SeqCst) && !has_free_space(&self.dir, room)
     }
 
     async fn submit<T>(&self, make: impl FnOnce(Reply<T>) -> Write) -> Result<T, EngineError> {
@@ -247,7 +292,9 @@ fn load(db: &Connection, hub: &Hub) -> Result<(), EngineError> {
                 data,
                 kind,
             );
-            state.history.push(Arc::new(message), hub.limits(), now);
+            state
+                .history
+                .push(Arc::new(message), &hub.limits(&channel), now);
             loaded += 1;
         }
         hub.restore(state);
@@ -264,6 +311,7 @@ fn load(db: &Connection, hub: &Hub) -> Result<(), EngineError> {
 struct Writer {
     db: Connection,
     hub: Arc<Hub>,
+    full: Arc<AtomicBool>,
     /// Held while the writer lives: one process per data directory.
     _lock: std::fs::File,
 }
@@ -311,7 +359,6 @@ impl Writer {
 
     fn apply(&mut self, batch: Vec<Write>) {
         let now = now_ms();
-        let limits = *self.hub.limits();
         let mut publishes: Vec<Pending> = Vec::new();
         let mut repeats: Vec<(Published, Reply<Published>)> = Vec::new();
         let mut deletes: Vec<(ChannelName, Reply<bool>)> = Vec::new();
@@ -360,9 +407,11 @@ impl Writer {
         // Publishes and deletes of one batch never share a channel's fate:
         // deletes run in their own transaction after the publishes.
         if !publishes.is_empty() {
-            match self.commit_publishes(&publishes, &last, &limits) {
+            match self.commit_publishes(&publishes, &last) {
                 Ok(()) => {
+                    self.full.store(false, Ordering::SeqCst);
                     for pending in publishes {
+                        let limits = self.hub.limits(&pending.message.channel);
                         let published = self.hub.with_channel(&pending.message.channel, |state| {
                             let subscribers = state.append(pending.message.clone(), &limits, now);
                             let published = Published {
@@ -382,12 +431,13 @@ impl Writer {
                         let _ = pending.reply.send(Ok(published));
                     }
                 }
-                Err(EngineError::Unavailable(reason)) => {
-                    tracing::error!(%reason, "could not commit publishes");
+                Err(error) => {
+                    if matches!(error, EngineError::StorageFull(_)) {
+                        self.full.store(true, Ordering::SeqCst);
+                    }
+                    tracing::error!(%error, "could not commit publishes");
                     for pending in publishes {
-                        let _ = pending
-                            .reply
-                            .send(Err(EngineError::Unavailable(reason.clone())));
+                        let _ = pending.reply.send(Err(error.clone()));
                     }
                 }
             }
@@ -407,13 +457,12 @@ impl Writer {
         &mut self,
         publishes: &[Pending],
         last: &HashMap<ChannelName, MessageId>,
-        limits: &HistoryLimits,
     ) -> Result<(), EngineError> {
-        let tx = self.db.transaction().map_err(unavailable)?;
+        let tx = self.db.transaction().map_err(store_error)?;
         {
             let mut insert = tx
                 .prepare_cached("INSERT INTO messages (channel, seq, published_at, event, data, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-                .map_err(unavailable)?;
+                .map_err(store_error)?;
             for pending in publishes {
                 let m = &pending.message;
                 insert
@@ -425,15 +474,17 @@ impl Writer {
                         &m.data[..],
                         kind_column(m.kind())
                     ])
-                    .map_err(unavailable)?;
+                    .map_err(store_error)?;
             }
             let mut remember = tx
                 .prepare_cached("INSERT OR REPLACE INTO idempotency (channel, key, seq, expires_at) VALUES (?1, ?2, ?3, ?4)")
-                .map_err(unavailable)?;
-            let expires_at = now_ms() + limits.ttl.as_millis() as u64;
+                .map_err(store_error)?;
+            let now = now_ms();
             for pending in publishes {
                 if let Some(key) = &pending.key {
                     let m = &pending.message;
+                    let ttl = self.hub.limits(&m.channel).ttl;
+                    let expires_at = now + ttl.as_millis() as u64;
                     remember
                         .execute(params![
                             m.channel.as_str(),
@@ -441,28 +492,28 @@ impl Writer {
                             m.id.seq as i64,
                             expires_at as i64
                         ])
-                        .map_err(unavailable)?;
+                        .map_err(store_error)?;
                 }
             }
             let mut meta = tx
                 .prepare_cached("INSERT OR REPLACE INTO channels (channel, epoch, last_seq) VALUES (?1, ?2, ?3)")
-                .map_err(unavailable)?;
+                .map_err(store_error)?;
             let mut trim = tx
                 .prepare_cached("DELETE FROM messages WHERE channel = ?1 AND seq <= ?2")
-                .map_err(unavailable)?;
+                .map_err(store_error)?;
             for (channel, id) in last {
                 meta.execute(params![channel.as_str(), id.epoch as i64, id.seq as i64])
-                    .map_err(unavailable)?;
+                    .map_err(store_error)?;
                 // Keep disk use bounded by the count limit at once; age and
                 // byte limits follow at the next trim.
-                let keep = limits.max_messages as u64;
+                let keep = self.hub.limits(channel).max_messages as u64;
                 if id.seq > keep {
                     trim.execute(params![channel.as_str(), (id.seq - keep) as i64])
-                        .map_err(unavailable)?;
+                        .map_err(store_error)?;
                 }
             }
         }
-        tx.commit().map_err(unavailable)
+        tx.commit().map_err(store_error)
     }
 
     fn delete(&mut self, channel: &ChannelName) -> Result<(), EngineError> {
@@ -558,7 +609,11 @@ impl Engine for DurableEngine {
     }
 
     async fn is_ready(&self) -> bool {
-        self.alive.load(Ordering::SeqCst)
+        self.alive.load(Ordering::SeqCst) && !self.out_of_space()
+    }
+
+    fn unready_reason(&self) -> Option<&'static str> {
+        self.out_of_space().then_some("storage_full")
     }
 
     fn sweep(&self) {
@@ -611,7 +666,7 @@ mod tests {
             ))
             .unwrap();
         }
-        let engine = DurableEngine::open(&dir, HistoryLimits::default()).unwrap();
+        let engine = DurableEngine::open(&dir, Arc::default()).unwrap();
         let info = engine
             .hub
             .info(&ChannelName::parse("old").unwrap(), now_ms())

@@ -1,12 +1,14 @@
 //! The memory engine: history in RAM, fan-out in process. Nothing to install;
 //! history is lost on restart (a new epoch tells resuming clients so).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use super::{Engine, EngineError, EngineTotals};
 use crate::hub::{
-    now_ms, ChannelActivity, ChannelInfo, ChannelName, Draft, HistoryLimits, Hub, Published,
-    Replay, Since, SubscriberHandle, SubscriberId,
+    now_ms, ChannelActivity, ChannelInfo, ChannelName, ChannelPolicy, Draft, HistoryLimits, Hub,
+    Published, Replay, Since, SubscriberHandle, SubscriberId,
 };
 
 /// The default engine: the hub alone.
@@ -16,9 +18,17 @@ pub struct MemoryEngine {
 }
 
 impl MemoryEngine {
+    /// Every channel keeps `limits` of history.
     pub fn new(limits: HistoryLimits) -> Self {
         Self {
             hub: Hub::new(limits),
+        }
+    }
+
+    /// Each channel keeps the history its options say.
+    pub fn with_policy(policy: Arc<ChannelPolicy>) -> Self {
+        Self {
+            hub: Hub::with_policy(policy),
         }
     }
 }

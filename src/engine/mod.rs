@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use thiserror::Error;
 
 use crate::hub::{
-    ChannelActivity, ChannelInfo, ChannelName, Draft, HistoryLimits, Published, Replay, Since,
+    ChannelActivity, ChannelInfo, ChannelName, ChannelPolicy, Draft, Published, Replay, Since,
     SubscriberHandle, SubscriberId,
 };
 
@@ -24,11 +24,15 @@ pub use memory::MemoryEngine;
 pub use subscription::{Event, QueueLimits, Subscription};
 
 /// Why an engine could not do what was asked.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum EngineError {
     /// The backing store cannot be reached; the caller should retry later.
     #[error("the message store is unavailable: {0}")]
     Unavailable(String),
+    /// The store's disk is full: nothing new can be stored until space is
+    /// freed (what is stored stays readable).
+    #[error("the message store's disk is full ({0}); free space and retry")]
+    StorageFull(String),
 }
 
 /// What an engine holds, sampled for metrics.
@@ -40,11 +44,12 @@ pub struct EngineTotals {
 }
 
 /// What opening an engine needs, and nothing of the rest of the server's
-/// configuration: which store (memory unless one is named) and the history
-/// limits.
+/// configuration: which store (memory unless one is named) and each
+/// channel's history limits.
 #[derive(Debug, Clone, Default)]
 pub struct EngineSettings {
-    pub history: HistoryLimits,
+    /// Channel options; the engine reads each channel's history limits.
+    pub channels: Arc<ChannelPolicy>,
     /// Keep history on disk in this directory (the durable engine).
     pub data_dir: Option<std::path::PathBuf>,
     /// Share channels and history through Redis (the Redis engine).
@@ -54,23 +59,25 @@ pub struct EngineSettings {
 /// Opens the engine `settings` ask for (memory unless a store is named).
 pub async fn open(settings: &EngineSettings) -> Result<Arc<dyn Engine>, EngineError> {
     if let Some(redis) = &settings.redis {
-        let engine = redis::RedisEngine::open(redis, settings.history).await?;
+        let engine = redis::RedisEngine::open(redis, settings.channels.clone()).await?;
         return Ok(Arc::new(engine));
     }
     match &settings.data_dir {
         Some(dir) => {
             let dir = dir.clone();
-            let limits = settings.history;
+            let policy = settings.channels.clone();
             // Loading history reads the whole store: keep it off the async workers.
             let engine =
-                tokio::task::spawn_blocking(move || durable::DurableEngine::open(&dir, limits))
+                tokio::task::spawn_blocking(move || durable::DurableEngine::open(&dir, policy))
                     .await
                     .map_err(|e| {
                         EngineError::Unavailable(format!("opening the data store: {e}"))
                     })??;
             Ok(Arc::new(engine))
         }
-        None => Ok(Arc::new(MemoryEngine::new(settings.history))),
+        None => Ok(Arc::new(MemoryEngine::with_policy(
+            settings.channels.clone(),
+        ))),
     }
 }
 
@@ -101,6 +108,12 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Whether the engine can serve publishes now (for `/readyz`).
     async fn is_ready(&self) -> bool;
+
+    /// Why the engine is not ready, when it knows better than
+    /// `engine_unavailable` (for `/readyz`).
+    fn unready_reason(&self) -> Option<&'static str> {
+        None
+    }
 
     /// Periodic upkeep: age trimming, forgetting idle channels.
     fn sweep(&self);

@@ -153,9 +153,10 @@ async fn readyz(State(ctx): State<Context>) -> impl IntoResponse {
             Json(json!({ "status": "ready", "engine": engine })),
         )
     } else {
+        let status = ctx.engine.unready_reason().unwrap_or("engine_unavailable");
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "engine_unavailable", "engine": engine })),
+            Json(json!({ "status": status, "engine": engine })),
         )
     }
 }
@@ -216,6 +217,7 @@ pub async fn start_with_engine(
     let publish_rate = limits(config.publish_rate);
     let ctx = Context {
         engine: engine.clone(),
+        channels: Arc::new(config.channel_policy()),
         config: Arc::new(config),
         shutdown: shutdown.clone(),
         status,

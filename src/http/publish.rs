@@ -16,14 +16,14 @@ use std::net::SocketAddr;
 use crate::auth::{AuthError, Credential};
 use crate::config::ServerConfig;
 use crate::error::ApiError;
-use crate::hub::{ChannelInfo, ChannelName, DataKind, Draft, EventName};
+use crate::hub::{ChannelInfo, ChannelName, ChannelOptions, DataKind, Draft, EventName};
 use crate::transport::publish::{data_from_json, published_json};
 use crate::transport::{self, Context};
 
 /// Most messages in one batch publish.
 pub const MAX_BATCH: usize = 1000;
 
-fn info_json(info: &ChannelInfo) -> Value {
+fn info_json(info: &ChannelInfo, options: &ChannelOptions) -> Value {
     json!({
         "channel": info.channel.as_str(),
         "subscribers": info.subscribers,
@@ -31,6 +31,22 @@ fn info_json(info: &ChannelInfo) -> Value {
         "bytes": info.bytes,
         "first_id": info.first_id.map(|id| id.to_string()),
         "last_id": info.last_id.map(|id| id.to_string()),
+        "options": options_json(options),
+    })
+}
+
+/// The options in force for a channel, with the `[[channels]]` keys' names
+/// (durations as text, as the file takes them).
+fn options_json(options: &ChannelOptions) -> Value {
+    json!({
+        "history_size": options.history.max_messages,
+        "history_ttl": humantime::format_duration(options.history.ttl).to_string(),
+        "history_bytes": options.history.max_bytes,
+        "max_message_size": options.max_message_size,
+        "presence": options.presence,
+        "join_leave": options.join_leave,
+        "client_publish": options.client_publish,
+        "anonymous": options.anonymous,
     })
 }
 
@@ -186,7 +202,10 @@ pub async fn publish_one(
         let channel = channel_from_path(path)?;
         let token = query.get("token").map(String::as_str);
         authorize_publisher(&ctx, &headers, token, [&channel])?;
-        transport::check_publish_rate(&ctx, peer.ip())?;
+        transport::check_publish_rate(
+            &ctx,
+            transport::publish::client_ip(&ctx, peer.ip(), &headers),
+        )?;
         let event = event_name(query.get("event"))?;
         Ok((channel, event, idempotency_key(&headers)?))
     })();
@@ -197,7 +216,7 @@ pub async fn publish_one(
     let data = read_body(
         &headers,
         body,
-        ctx.config.max_message_size,
+        ctx.channels.options(&channel).max_message_size,
         ctx.config.body_read_timeout,
     )
     .await?;
@@ -236,12 +255,16 @@ pub async fn publish_batch(
         {
             return Err(AuthError::Missing.into());
         }
-        transport::check_publish_rate(&ctx, peer.ip())
+        transport::check_publish_rate(
+            &ctx,
+            transport::publish::client_ip(&ctx, peer.ip(), &headers),
+        )
     })();
     if let Err(error) = checked {
         return Err(refuse_unread(&ctx, &headers, body, error).await);
     }
-    let limit = (ctx.config.max_message_size * 16).max(1 << 20);
+    let largest = ctx.channels.largest_message_size();
+    let limit = (largest * 16).max(1 << 20);
     let raw = read_body(&headers, body, limit, ctx.config.body_read_timeout).await?;
     let items: Vec<BatchItem> = serde_json::from_slice(&raw).map_err(|e| {
         ApiError::bad_request(
@@ -262,13 +285,13 @@ pub async fn publish_batch(
     let mut drafts = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
         let (data, kind) = data_from_json(item.data, item.encoding.as_deref())?;
-        if data.len() > ctx.config.max_message_size {
-            return Err(ApiError::TooLarge {
-                limit: ctx.config.max_message_size,
-            });
+        let channel = ChannelName::parse(&item.channel)?;
+        let limit = ctx.channels.options(&channel).max_message_size;
+        if data.len() > limit {
+            return Err(ApiError::TooLarge { limit });
         }
         drafts.push(Draft {
-            channel: ChannelName::parse(&item.channel)?,
+            channel,
             event: event_name(item.event.as_ref())?,
             data,
             kind,
@@ -294,7 +317,7 @@ pub async fn channel_info(
     let token = query.get("token").map(String::as_str);
     authorize_publisher(&ctx, &headers, token, [&channel])?;
     match ctx.engine.info(&channel).await? {
-        Some(info) => Ok(Json(info_json(&info))),
+        Some(info) => Ok(Json(info_json(&info, &ctx.channels.options(&channel)))),
         None => Err(ApiError::NotFound(format!(
             "channel {channel:?} has never been used"
         ))),

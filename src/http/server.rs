@@ -71,7 +71,15 @@ pub async fn run(
             },
         };
         let _ = stream.set_nodelay(true);
-        if let Err(wait) = connection_rate.check(peer.ip()) {
+        // A trusted proxy's connections carry many clients: its address is
+        // not one client's to rate-limit (their publishes still are, by
+        // the forwarded address).
+        let limited = if config.trusted_proxies.trusts(peer.ip()) {
+            Ok(())
+        } else {
+            connection_rate.check(peer.ip())
+        };
+        if let Err(wait) = limited {
             tracker.spawn(refuse(stream, too_many_connections(wait)));
             continue;
         }

@@ -106,7 +106,7 @@ pub async fn subscribe(
         .auth
         .identify(&parts.headers, query.get("token").map(String::as_str))?;
     for channel in &channels {
-        ctx.config.auth.may_subscribe(&who, channel)?;
+        transport::access::may_subscribe(&ctx, &who, channel)?;
     }
     if ctx.shutdown.is_cancelled() {
         return Err(ApiError::ShuttingDown);
@@ -117,6 +117,7 @@ pub async fn subscribe(
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+            let peer = transport::publish::client_ip(&ctx, peer, &parts.headers);
             transport::ws::upgrade(ctx, parts, channels, since, who, peer).await
         }
         TransportKind::EventStream => {

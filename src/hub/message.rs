@@ -119,10 +119,19 @@ impl Message {
     }
 }
 
-/// Current wall-clock time in Unix milliseconds.
+/// Unix milliseconds on a clock that never jumps: the wall clock read once,
+/// when the process first asks, plus the monotonic time since. History age,
+/// idempotency windows and latency all count on it, so a wall-clock step
+/// (NTP, a VM resumed, an operator's `date -s`) neither expires every
+/// message at once nor keeps them forever; ids never depend on any clock.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    static ANCHOR: std::sync::OnceLock<(u64, std::time::Instant)> = std::sync::OnceLock::new();
+    let (wall_ms, at) = ANCHOR.get_or_init(|| {
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        (wall_ms, std::time::Instant::now())
+    });
+    wall_ms + at.elapsed().as_millis() as u64
 }

@@ -11,6 +11,7 @@ pub mod history;
 pub mod id;
 pub mod message;
 pub mod name;
+pub mod options;
 pub mod subscriber;
 
 use std::sync::Arc;
@@ -24,7 +25,8 @@ pub use gap::{Gap, GapReason};
 pub use history::{History, HistoryLimits};
 pub use id::{Cursor, CursorError, MessageId, Since};
 pub use message::{now_ms, DataKind, Message, Wire};
-pub use name::{ChannelName, EventName, NameError};
+pub use name::{pattern_matches, ChannelName, EventName, NameError};
+pub use options::{ChannelOptions, ChannelPolicy, ChannelRule};
 pub use subscriber::{Inbox, Signal, SubscriberHandle, SubscriberId};
 
 /// A snapshot of a channel for `GET /pub/{channel}`.
@@ -66,7 +68,7 @@ struct Channel {
 #[derive(Debug)]
 pub struct Hub {
     channels: DashMap<ChannelName, Arc<Channel>>,
-    limits: HistoryLimits,
+    policy: Arc<ChannelPolicy>,
 }
 
 /// A fresh random epoch: small enough to keep ids short, random enough that
@@ -76,15 +78,26 @@ pub fn new_epoch() -> u64 {
 }
 
 impl Hub {
+    /// A hub whose channels all keep `limits` of history.
     pub fn new(limits: HistoryLimits) -> Self {
+        Self::with_policy(Arc::new(ChannelPolicy::uniform(limits)))
+    }
+
+    /// A hub whose channels keep the history their options say.
+    pub fn with_policy(policy: Arc<ChannelPolicy>) -> Self {
         Self {
             channels: DashMap::new(),
-            limits,
+            policy,
         }
     }
 
-    pub fn limits(&self) -> &HistoryLimits {
-        &self.limits
+    /// The history limits of `channel`.
+    pub fn limits(&self, channel: &ChannelName) -> HistoryLimits {
+        self.policy.history(channel)
+    }
+
+    pub fn policy(&self) -> &Arc<ChannelPolicy> {
+        &self.policy
     }
 
     /// Runs `f` on the channel's state under its lock, creating the channel if needed.
@@ -138,7 +151,7 @@ impl Hub {
 
     /// Appends a message with the next id of its channel and fans it out.
     pub fn publish(&self, draft: Draft, now_ms: u64) -> Published {
-        let limits = self.limits;
+        let limits = self.limits(&draft.channel);
         self.with_channel(&draft.channel, |state| {
             if let Some(key) = &draft.idempotency_key {
                 if let Some(earlier) = state.idempotent_result(key, now_ms) {
@@ -183,7 +196,7 @@ impl Hub {
     }
 
     pub fn info(&self, name: &ChannelName, now_ms: u64) -> Option<ChannelInfo> {
-        let limits = self.limits;
+        let limits = self.limits(name);
         self.with_existing(name, |state| {
             state.tidy(&limits, now_ms);
             ChannelInfo {
@@ -227,9 +240,9 @@ impl Hub {
 
     /// Trims history by age everywhere and forgets channels with nothing left.
     pub fn sweep(&self, now_ms: u64) {
-        let limits = self.limits;
         let mut idle = Vec::new();
         for entry in self.channels.iter() {
+            let limits = self.limits(entry.key());
             let mut state = entry.value().state.lock();
             state.tidy(&limits, now_ms);
             if state.is_idle(now_ms) {

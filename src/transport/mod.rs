@@ -1,13 +1,19 @@
 //! Transports: turn subscription events into bytes on a wire, and frames from
 //! clients into publishes. Each transport knows its wire format and nothing of
 //! how messages are stored.
+//!
+//! `sse` and `poll` are HTTP responses; `ws` (raw, on `/sub/...`) and
+//! `socket` (the `/ws` JSON protocol, whose codec is `protocol`) are
+//! WebSockets, and share one RFC 6455 implementation, `websocket`, with the
+//! demo echo.
 
-pub mod frame;
+pub mod access;
 pub mod poll;
 pub mod protocol;
 pub mod publish;
 pub mod socket;
 pub mod sse;
+pub mod websocket;
 pub mod ws;
 
 pub use publish::{check_publish_rate, publish};
@@ -20,13 +26,15 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Credential;
 use crate::config::ServerConfig;
 use crate::engine::Engine;
-use crate::hub::Message;
+use crate::hub::{ChannelPolicy, Message};
 
 /// What every handler needs: the engine, the settings, the shutdown signal.
 #[derive(Clone)]
 pub struct Context {
     pub engine: Arc<dyn Engine>,
     pub config: Arc<ServerConfig>,
+    /// Each channel's options (`[[channels]]` over the global flags).
+    pub channels: Arc<ChannelPolicy>,
     pub shutdown: CancellationToken,
     /// Live status snapshots for `/status/stream`.
     pub status: tokio::sync::watch::Receiver<Arc<str>>,

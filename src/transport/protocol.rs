@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::write_message_fields;
-use crate::hub::{Gap, Message, Wire};
+use crate::hub::{Gap, Message};
 
 /// A request from a `/ws` client.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,15 +168,23 @@ pub fn gap(gap: &Gap) -> String {
     frame.to_string()
 }
 
-/// `{"op":"msg","id","channel","event"?,"data","encoding"?}`, encoded once per message.
+/// `{"op":"msg","id","channel","event"?,"data","encoding"?}`.
 pub fn message(message: &Message) -> Bytes {
-    message.encoded(Wire::SocketFrame, |m| {
-        let mut out = Vec::with_capacity(m.data.len() + 96);
-        out.extend_from_slice(b"{\"op\":\"msg\",");
-        write_message_fields(&mut out, m);
-        out.push(b'}');
-        out.into()
-    })
+    let mut out = Vec::with_capacity(message_capacity(message));
+    write_message(&mut out, message);
+    out.into()
+}
+
+/// Appends the `msg` object for `message` to `out`.
+pub fn write_message(out: &mut Vec<u8>, message: &Message) {
+    out.extend_from_slice(b"{\"op\":\"msg\",");
+    write_message_fields(out, message);
+    out.push(b'}');
+}
+
+/// About how many bytes the `msg` object for `message` takes.
+pub fn message_capacity(message: &Message) -> usize {
+    message.data.len() + 96
 }
 
 #[cfg(test)]

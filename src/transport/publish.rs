@@ -15,6 +15,11 @@ use crate::error::ApiError;
 use crate::hub::{DataKind, Draft, Published};
 use crate::telemetry;
 
+/// The client's address: the peer, or the one a trusted proxy forwarded.
+pub fn client_ip(ctx: &Context, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+    ctx.config.trusted_proxies.client_ip(peer, headers)
+}
+
 /// Refuses a publish from `peer` beyond `--publish-rate`.
 pub fn check_publish_rate(ctx: &Context, peer: IpAddr) -> Result<(), ApiError> {
     ctx.publish_rate

@@ -1,49 +1,61 @@
 //! `GET /ws`: the JSON protocol that multiplexes many channels on one
 //! WebSocket, with acknowledgements, per-message ids and gap reports. This is
 //! what herald.js speaks.
+//!
+//! The socket is herald's own RFC 6455 implementation (`websocket`), as on
+//! the raw `/sub` path: the same handshake, decoder, limits, close codes and
+//! heartbeat. A message's `msg` frame carries nothing particular to one
+//! subscriber, so it is built once per message (header and JSON) and the
+//! same bytes go to every `/ws` socket, batched like raw frames. This file
+//! adds what the protocol means: ops from the client (`protocol`), answers,
+//! gap and deletion reports, the idle timeout and token refresh.
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message as Frame, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
+use std::ops::ControlFlow;
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use bytes::Bytes;
-use futures_util::SinkExt;
 use serde_json::{json, Value};
-use tokio::time::Sleep;
 
-use super::protocol::{self, Request};
+use super::protocol::{self, Request as Op};
 use super::publish::{data_from_json, published_json};
-use super::ws::{close_code, close_for_error, close_frame, configure, Beat, Heartbeat};
-use super::{connection_deadline, Context, Expiry, WRITE_BATCH_BYTES};
+use super::websocket::frame::{self, opcode};
+use super::websocket::{Batch, Close, Handshake, Next, Step, WebSocket};
+use super::{connection_deadline, Context};
 use crate::auth::{AuthError, Credential};
 use crate::engine::{Event, Subscription};
 use crate::error::ApiError;
-use crate::hub::{ChannelName, Cursor, Draft, EventName};
+use crate::hub::{ChannelName, Cursor, Draft, EventName, Message, Wire};
 use crate::telemetry::Connection;
 
-/// Accepts a `/ws` connection from a client allowed to connect.
+/// Accepts a `/ws` connection from a client allowed to connect: a valid
+/// handshake (400), an allowed origin (403), credentials if required (401).
 pub async fn upgrade(
     State(ctx): State<Context>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let upgrade = upgrade?;
-    check_origin(&ctx, &headers)?;
+    let (mut parts, _body) = request.into_parts();
+    let handshake = Handshake::check(&mut parts)?;
+    check_origin(&ctx, &parts.headers)?;
     let who = ctx
         .config
         .auth
-        .identify(&headers, query.get("token").map(String::as_str))?;
-    if ctx.config.auth.jwt.is_some() && who == Credential::Anonymous {
+        .identify(&parts.headers, query.get("token").map(String::as_str))?;
+    // Without a token a socket can only reach anonymous channels: refuse it
+    // at once when there are none.
+    if ctx.config.auth.jwt.is_some()
+        && who == Credential::Anonymous
+        && !ctx.channels.has_anonymous()
+    {
         return Err(AuthError::Missing.into());
     }
-    Ok(configure(upgrade, &ctx).on_upgrade(move |socket| serve(ctx, socket, who, peer.ip())))
+    let client = super::publish::client_ip(&ctx, peer.ip(), &parts.headers);
+    Ok(handshake.accept(&ctx.clone(), move |socket| serve(ctx, socket, who, client)))
 }
 
 /// Refuses a browser `Origin` not on `--allowed-origins` (403).
@@ -57,105 +69,69 @@ pub fn check_origin(ctx: &Context, headers: &HeaderMap) -> Result<(), ApiError> 
     }
 }
 
-async fn send_text(socket: &mut WebSocket, text: String) -> bool {
-    socket
-        .send(Frame::Text(Utf8Bytes::from(text)))
-        .await
-        .is_ok()
-}
-
 /// One `/ws` connection's state.
 struct Session {
     subscription: Subscription,
     who: Credential,
     peer: IpAddr,
-    deadline: Pin<Box<Sleep>>,
-    expiry: Expiry,
 }
 
 async fn serve(ctx: Context, mut socket: WebSocket, who: Credential, peer: IpAddr) {
-    let (deadline, expiry) = connection_deadline(&ctx.config, &who);
-    let mut heartbeat = Heartbeat::new(ctx.config.ws_ping_interval, ctx.config.ws_pong_timeout);
-    let idle_after = ctx.config.idle_timeout;
-    let mut idle = Box::pin(tokio::time::sleep(idle_after));
+    let mut connection = Connection::open("socket");
+    socket.set_heartbeat(ctx.config.ws_ping_interval, ctx.config.ws_pong_timeout);
+    let (deadline, why) = connection_deadline(&ctx.config, &who);
+    socket.set_deadline(deadline, why);
+    socket.set_idle_timeout(ctx.config.idle_timeout);
     let mut session = Session {
         subscription: Subscription::new(ctx.engine.clone(), ctx.config.queue_limits()),
         who,
         peer,
-        deadline,
-        expiry,
     };
-    let mut connection = Connection::open("socket");
     loop {
-        let alive = tokio::select! {
-            biased;
-            _ = ctx.shutdown.cancelled() => {
-                connection.set_reason("shutdown");
-                let _ = socket.send(close_frame(close_code::SERVICE_RESTART, "server shutting down")).await;
-                return;
+        let step = match socket.next(Some(&mut session.subscription)).await {
+            Next::Text(text) => {
+                // Boxed: the connection's future (its memory for as long as
+                // it is open) holds room for a wait, not for an op.
+                let answer = Box::pin(handle(&ctx, &mut session, &mut socket, &text)).await;
+                answered(socket.send_text(&answer).await)
             }
-            _ = &mut session.deadline => {
-                let (code, reason, metric) = match session.expiry {
-                    Expiry::MaxAge => (close_code::GOING_AWAY, "connection reached its maximum age; reconnect", "max_age"),
-                    Expiry::Token => (close_code::POLICY, "token expired; send a refresh before exp", "token_expired"),
-                };
-                connection.set_reason(metric);
-                let _ = socket.send(close_frame(code, reason)).await;
-                return;
+            Next::Binary(_) => {
+                let body = json!({"code": "bad_frame", "message": "the /ws protocol uses JSON text frames"});
+                answered(socket.send_text(&protocol::error(&Value::Null, body)).await)
             }
-            beat = heartbeat.next() => match beat {
-                Beat::Ping => socket.send(Frame::Ping(Bytes::new())).await.is_ok(),
-                Beat::TimedOut => {
-                    connection.set_reason("pong_timeout");
-                    let _ = socket.send(close_frame(close_code::GOING_AWAY, "no pong in time")).await;
-                    false
-                }
-            },
-            _ = &mut idle, if session.subscription.is_empty() => {
-                connection.set_reason("idle");
-                let _ = socket.send(close_frame(close_code::NORMAL, "idle: no subscriptions and no frames")).await;
-                false
+            Next::Event(event) => {
+                socket
+                    .deliver(&mut session.subscription, &mut connection, event, add_event)
+                    .await
             }
-            frame = socket.recv() => {
-                if matches!(frame, Some(Ok(_))) {
-                    heartbeat.alive();
-                    idle.as_mut().reset(tokio::time::Instant::now() + idle_after);
-                }
-                match frame {
-                    Some(Ok(Frame::Text(text))) => {
-                        let answer = handle(&ctx, &mut session, &text).await;
-                        send_text(&mut socket, answer).await
-                    }
-                    Some(Ok(Frame::Binary(_))) => {
-                        let body = json!({"code": "bad_frame", "message": "the /ws protocol uses JSON text frames"});
-                        send_text(&mut socket, protocol::error(&Value::Null, body)).await
-                    }
-                    Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => true,
-                    Some(Ok(Frame::Close(_))) => {
-                        // RFC 6455 §5.5.1: answer a close; the library queued the reply.
-                        let _ = socket.flush().await;
-                        false
-                    }
-                    None => false,
-                    Some(Err(error)) => {
-                        connection.set_reason("protocol_error");
-                        let _ = socket.send(close_for_error(&error)).await;
-                        false
-                    }
-                }
-            }
-            event = session.subscription.next() => {
-                write_events(&mut socket, &mut session.subscription, &mut connection, event).await
-            }
+            Next::Expired(why) => Step::Close(Close::expired(
+                why,
+                "token expired; send a refresh before exp",
+            )),
+            Next::Close(close) => Step::Close(close),
+            Next::Gone => Step::Gone,
         };
-        if !alive {
+        if !socket.settle(step, &mut connection).await {
             return;
         }
     }
 }
 
-/// Applies one client frame and returns the answer frame.
-async fn handle(ctx: &Context, session: &mut Session, text: &str) -> String {
+fn answered(sent: std::io::Result<()>) -> Step {
+    match sent {
+        Ok(()) => Step::Continue,
+        Err(_) => Step::Gone,
+    }
+}
+
+/// Applies one client frame (valid UTF-8: the decoder checked) and returns the answer frame.
+async fn handle(
+    ctx: &Context,
+    session: &mut Session,
+    socket: &mut WebSocket,
+    text: &Bytes,
+) -> String {
+    let text = std::str::from_utf8(text).unwrap_or_default();
     let (request, reference) = match protocol::decode(text) {
         Ok(decoded) => decoded,
         Err(e) => {
@@ -165,7 +141,7 @@ async fn handle(ctx: &Context, session: &mut Session, text: &str) -> String {
             )
         }
     };
-    match apply(ctx, session, request).await {
+    match apply(ctx, session, socket, request).await {
         Ok(Some(fields)) => protocol::ok(&reference, fields),
         Ok(None) => protocol::pong(&reference),
         Err(e) => protocol::error(&reference, e.body()),
@@ -176,35 +152,35 @@ async fn handle(ctx: &Context, session: &mut Session, text: &str) -> String {
 async fn apply(
     ctx: &Context,
     session: &mut Session,
-    request: Request,
+    socket: &mut WebSocket,
+    request: Op,
 ) -> Result<Option<Value>, ApiError> {
     let subscription = &mut session.subscription;
     let auth = &ctx.config.auth;
     match request {
-        Request::Refresh { token } => {
+        Op::Refresh { token } => {
             let who = auth.authenticate(Some(&token))?;
             if who == Credential::Anonymous {
                 return Err(AuthError::Missing.into());
             }
-            let (deadline, expiry) = connection_deadline(&ctx.config, &who);
+            let (deadline, why) = connection_deadline(&ctx.config, &who);
             let dropped: Vec<ChannelName> = subscription
                 .cursor()
                 .channels()
-                .filter(|c| auth.may_subscribe(&who, c).is_err())
+                .filter(|c| super::access::may_subscribe(ctx, &who, c).is_err())
                 .cloned()
                 .collect();
             for channel in &dropped {
                 subscription.remove(channel);
             }
             session.who = who;
-            session.deadline = deadline;
-            session.expiry = expiry;
+            socket.set_deadline(deadline, why);
             let dropped: Vec<&str> = dropped.iter().map(ChannelName::as_str).collect();
             Ok(Some(json!({ "unsubscribed": dropped })))
         }
-        Request::Sub { channel, since } => {
+        Op::Sub { channel, since } => {
             let channel = ChannelName::parse(&channel)?;
-            auth.may_subscribe(&session.who, &channel)?;
+            super::access::may_subscribe(ctx, &session.who, &channel)?;
             if !subscription.is_subscribed(&channel)
                 && subscription.len() >= ctx.config.max_subscriptions_per_socket
             {
@@ -225,7 +201,7 @@ async fn apply(
                 json!({ "channel": channel.as_str(), "last_id": last.to_string() }),
             ))
         }
-        Request::Unsub { channel } => {
+        Op::Unsub { channel } => {
             let channel = ChannelName::parse(&channel)?;
             if !subscription.remove(&channel) {
                 return Err(ApiError::bad_request(
@@ -235,14 +211,14 @@ async fn apply(
             }
             Ok(Some(json!({ "channel": channel.as_str() })))
         }
-        Request::Pub {
+        Op::Pub {
             channel,
             data,
             event,
             encoding,
         } => {
             let channel = ChannelName::parse(&channel)?;
-            auth.may_publish(&session.who, &channel)?;
+            super::access::may_publish_from_client(ctx, &session.who, &channel)?;
             super::check_publish_rate(ctx, session.peer)?;
             let event = event
                 .filter(|e| !e.is_empty())
@@ -250,10 +226,9 @@ async fn apply(
                 .transpose()
                 .map_err(|e| ApiError::bad_request("bad_event", format!("bad event name: {e}")))?;
             let (data, kind) = data_from_json(data, encoding.as_deref())?;
-            if data.len() > ctx.config.max_message_size {
-                return Err(ApiError::TooLarge {
-                    limit: ctx.config.max_message_size,
-                });
+            let limit = ctx.channels.options(&channel).max_message_size;
+            if data.len() > limit {
+                return Err(ApiError::TooLarge { limit });
             }
             let draft = Draft {
                 channel,
@@ -265,50 +240,67 @@ async fn apply(
             let published = super::publish(ctx, draft).await?;
             Ok(Some(published_json(&published)))
         }
-        Request::Ping => Ok(None),
+        Op::Ping => Ok(None),
     }
 }
 
-/// Writes `first` and whatever else is ready, then flushes once. False when the socket is gone.
-async fn write_events(
-    socket: &mut WebSocket,
-    subscription: &mut Subscription,
-    connection: &mut Connection,
-    first: Event,
-) -> bool {
-    let mut event = Some(first);
-    let mut written = 0;
-    let mut count = 0;
-    let mut oldest = u64::MAX;
-    while let Some(current) = event.take() {
-        let frame = match current {
-            Event::Message(message) => {
-                let bytes = protocol::message(&message);
-                written += bytes.len();
-                count += 1;
-                oldest = oldest.min(message.published_at_ms);
-                match Utf8Bytes::try_from(bytes) {
-                    Ok(text) => Frame::Text(text),
-                    Err(_) => continue,
-                }
-            }
-            Event::Gap(gap) => Frame::Text(Utf8Bytes::from(protocol::gap(&gap))),
-            Event::Deleted(channel) => {
-                let body = json!({ "code": "channel_deleted", "message": format!("channel {channel} was deleted") });
-                let mut frame: Value = serde_json::from_str(&protocol::error(&Value::Null, body))
-                    .unwrap_or(Value::Null);
-                frame["channel"] = channel.as_str().into();
-                Frame::Text(Utf8Bytes::from(frame.to_string()))
-            }
-        };
-        if socket.feed(frame).await.is_err() {
-            return false;
+/// A subscription event on a `/ws` socket: a message is its shared frame;
+/// gaps and deletions are reported, and the socket stays open.
+fn add_event(event: Event, batch: &mut Batch) -> ControlFlow<Close> {
+    match event {
+        Event::Message(message) => {
+            batch.push_message(message_frame(&message), message.published_at_ms)
         }
-        if written < WRITE_BATCH_BYTES {
-            event = subscription.try_next();
+        Event::Gap(gap) => batch.push(text_frame(protocol::gap(&gap))),
+        Event::Deleted(channel) => {
+            let body = json!({ "code": "channel_deleted", "message": format!("channel {channel} was deleted") });
+            let mut frame: Value =
+                serde_json::from_str(&protocol::error(&Value::Null, body)).unwrap_or(Value::Null);
+            frame["channel"] = channel.as_str().into();
+            batch.push(text_frame(frame.to_string()));
         }
     }
-    let flushed = socket.flush().await.is_ok();
-    connection.delivered(count, oldest);
-    flushed
+    ControlFlow::Continue(())
+}
+
+/// The `msg` frame for `message`, header and JSON: built by the first `/ws`
+/// socket that needs it, then the same bytes for every other.
+fn message_frame(message: &Message) -> Bytes {
+    message.encoded(Wire::SocketFrame, |m| {
+        frame::build(opcode::TEXT, protocol::message_capacity(m), |out| {
+            protocol::write_message(out, m)
+        })
+    })
+}
+
+fn text_frame(text: String) -> Bytes {
+    frame::build(opcode::TEXT, text.len(), |out| {
+        out.extend_from_slice(text.as_bytes())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::MessageId;
+
+    #[test]
+    fn a_msg_frame_is_one_text_frame_built_once_and_shared() {
+        let channel = ChannelName::parse("news").unwrap();
+        let message = Message::new(
+            channel,
+            MessageId::new(1, 2),
+            None,
+            Bytes::from(vec![b'x'; 300]),
+            crate::hub::DataKind::Text,
+            0,
+        );
+        let first = message_frame(&message);
+        let again = message_frame(&message);
+        assert_eq!(first.as_ptr(), again.as_ptr(), "the same bytes, not a copy");
+        let json = protocol::message(&message);
+        let (head, used) = frame::header(opcode::TEXT, json.len());
+        assert_eq!(&first[..used], &head[..used]);
+        assert_eq!(&first[used..], &json[..]);
+    }
 }

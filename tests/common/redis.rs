@@ -263,10 +263,16 @@ impl Node {
 
     /// `herald serve --listen 127.0.0.1:0 ARGS` (any engine), ready.
     pub async fn serve(name: &str, args: &[&str]) -> Self {
+        Self::serve_with_env(name, args, &[]).await
+    }
+
+    /// [`Node::serve`] with `env` added to the process's environment.
+    pub async fn serve_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(["--log-level", "info"])
             .args(args)
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

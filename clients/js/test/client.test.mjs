@@ -410,3 +410,37 @@ test("closing one subscription keeps the others; close() ends everything", async
   }
   await page.close();
 });
+
+test("an option passed as undefined takes its default, and binary stays binary", async () => {
+  const base = await herald();
+  const page = await browser.newPage();
+  await page.goto(`${base}/healthz`);
+  await page.evaluate(async () => {
+    const { Herald } = await import("/herald.js");
+    const h = new Herald(location.origin, { transports: undefined, connectTimeout: undefined });
+    window.got = new Promise((resolve) => h.subscribe("js.undefined", (m) => resolve(m)));
+    window.h = h;
+  });
+  await waitForSubscribers(base, "js.undefined", 1);
+  const outcome = await page.evaluate(async () => {
+    // Published as bytes (application/octet-stream) that happen to be UTF-8.
+    await fetch("/pub/js.undefined", {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream" },
+      body: new TextEncoder().encode("abc"),
+    });
+    const message = await window.got;
+    window.h.close();
+    return {
+      transports: window.h.options.transports,
+      connectTimeout: window.h.options.connectTimeout,
+      binary: message.data instanceof Uint8Array,
+      bytes: Array.from(message.data),
+    };
+  });
+  await page.close();
+  assert.deepEqual(outcome.transports, ["websocket", "sse", "poll"]);
+  assert.equal(typeof outcome.connectTimeout, "number");
+  assert.equal(outcome.binary, true);
+  assert.deepEqual(outcome.bytes, [97, 98, 99]);
+});

@@ -33,9 +33,9 @@ use self::store::{unavailable, Connection, Snapshot, Store};
 use self::wire::{Entry, Note};
 use super::{Engine, EngineError, EngineTotals};
 use crate::hub::{
-    new_epoch, now_ms, ChannelActivity, ChannelInfo, ChannelName, ChannelState, Draft,
-    HistoryLimits, Hub, Message, MessageId, Mirrored, Published, Replay, Since, SubscriberHandle,
-    SubscriberId,
+    new_epoch, now_ms, ChannelActivity, ChannelInfo, ChannelName, ChannelPolicy, ChannelState,
+    Draft, HistoryLimits, Hub, Message, MessageId, Mirrored, Published, Replay, Since,
+    SubscriberHandle, SubscriberId,
 };
 
 /// How to reach Redis.
@@ -92,12 +92,15 @@ pub struct RedisEngine {
 impl RedisEngine {
     /// Connects to Redis (lazily for a single server: a node may start
     /// before Redis and become ready when it answers).
-    pub async fn open(config: &RedisConfig, limits: HistoryLimits) -> Result<Self, EngineError> {
+    pub async fn open(
+        config: &RedisConfig,
+        policy: Arc<ChannelPolicy>,
+    ) -> Result<Self, EngineError> {
         let connection: Connection = store::connect(&config.urls, config.cluster).await?;
         let (requests, queue) = mpsc::channel(1024);
         let shared = Arc::new(Shared {
-            hub: Hub::new(limits),
-            store: Store::new(connection, config.prefix.clone(), limits),
+            hub: Hub::with_policy(policy.clone()),
+            store: Store::new(connection, config.prefix.clone(), policy),
             copies: DashMap::new(),
             listener: requests,
             listening: AtomicBool::new(false),
@@ -188,8 +191,8 @@ fn place(state: &mut ChannelState, message: Arc<Message>, limits: &HistoryLimits
 }
 
 impl Shared {
-    fn limits(&self) -> HistoryLimits {
-        *self.hub.limits()
+    fn limits(&self, channel: &ChannelName) -> HistoryLimits {
+        self.hub.limits(channel)
     }
 
     fn copy(&self, channel: &ChannelName) -> Arc<Copy> {
@@ -269,7 +272,7 @@ impl Shared {
                     continue;
                 }
             }
-            let limits = self.limits();
+            let limits = self.limits(channel);
             let now = now_ms();
             let mut state = copy.state.lock();
             let early = &mut state.early;
@@ -320,7 +323,7 @@ impl Shared {
     /// Applies a new message to a ready copy. False if the copy needs a resync
     /// (the message then waits in `early`).
     fn offer(&self, channel: &ChannelName, copy: &Copy, message: Arc<Message>) -> bool {
-        let limits = self.limits();
+        let limits = self.limits(channel);
         let mut state = copy.state.lock();
         if !state.ready {
             // Bounded: whatever is dropped here is read from the Stream.
@@ -536,7 +539,7 @@ impl Engine for RedisEngine {
                     draft.kind,
                     appended.published_at_ms,
                 ));
-                let limits = shared.limits();
+                let limits = shared.limits(&draft.channel);
                 let state = copy.state.lock();
                 if state.ready {
                     let _ = shared

@@ -7,6 +7,7 @@
 //! node. A channel's keys share the hash tag `{channel}`, so in a Redis
 //! Cluster they live in one slot and the scripts may touch them together.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -15,7 +16,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::wire::{self, Entry};
 use crate::engine::EngineError;
-use crate::hub::{ChannelName, DataKind, Draft, HistoryLimits};
+use crate::hub::{ChannelName, ChannelPolicy, DataKind, Draft, HistoryLimits};
 
 /// How long one Redis call may take before the caller is told Redis is unavailable.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -139,7 +140,8 @@ pub struct Stored {
 pub struct Store {
     connection: Connection,
     prefix: String,
-    limits: HistoryLimits,
+    /// Each channel's history limits, applied in Redis by the scripts.
+    policy: Arc<ChannelPolicy>,
     /// This node's name in the channels' nodes hashes.
     node: String,
     publish: Script,
@@ -174,11 +176,11 @@ async fn bounded<T>(
 }
 
 impl Store {
-    pub fn new(connection: Connection, prefix: String, limits: HistoryLimits) -> Self {
+    pub fn new(connection: Connection, prefix: String, policy: Arc<ChannelPolicy>) -> Self {
         Self {
             connection,
             prefix,
-            limits,
+            policy,
             node: format!("{:016x}", rand::random::<u64>()),
             publish: with_prelude(include_str!("publish.lua")),
             read: with_prelude(include_str!("read.lua")),
@@ -192,8 +194,8 @@ impl Store {
         Keys::new(&self.prefix, channel)
     }
 
-    fn ttl_ms(&self) -> u64 {
-        (self.limits.ttl.as_millis() as u64).max(1)
+    fn ttl_ms(limits: &HistoryLimits) -> u64 {
+        (limits.ttl.as_millis() as u64).max(1)
     }
 
     /// Appends `draft` with the next id of its channel and publishes it to every node.
@@ -204,6 +206,7 @@ impl Store {
         now_ms: u64,
     ) -> Result<Appended, EngineError> {
         let keys = self.keys(&draft.channel);
+        let limits = self.policy.history(&draft.channel);
         let weight = draft.data.len() + draft.channel.as_str().len() + 64;
         let mut call = self.publish.prepare_invoke();
         call.key(&keys.meta)
@@ -214,9 +217,9 @@ impl Store {
             .arg(draft.event.as_ref().map_or("", |e| e.as_str()))
             .arg(now_ms)
             .arg(epoch_text(candidate_epoch))
-            .arg(self.limits.max_messages)
-            .arg(self.limits.max_bytes)
-            .arg(self.ttl_ms())
+            .arg(limits.max_messages)
+            .arg(limits.max_bytes)
+            .arg(Self::ttl_ms(&limits))
             .arg(if draft.idempotency_key.is_some() {
                 "1"
             } else {
@@ -255,6 +258,7 @@ impl Store {
         now_ms: u64,
     ) -> Result<Snapshot, EngineError> {
         let keys = self.keys(channel);
+        let limits = self.policy.history(channel);
         let (local_epoch, local_seq) = match local {
             Some((epoch, seq)) => (epoch_text(epoch), seq),
             None => (String::new(), 0),
@@ -266,9 +270,9 @@ impl Store {
             .arg(local_epoch)
             .arg(local_seq)
             .arg(now_ms)
-            .arg(self.limits.max_messages)
-            .arg(self.limits.max_bytes)
-            .arg(self.ttl_ms());
+            .arg(limits.max_messages)
+            .arg(limits.max_bytes)
+            .arg(Self::ttl_ms(&limits));
         let mut connection = self.connection.clone();
         let (epoch, seq, entries): (String, u64, Value) =
             bounded(call.invoke_async(&mut connection)).await?;
@@ -286,14 +290,15 @@ impl Store {
         now_ms: u64,
     ) -> Result<Option<Stored>, EngineError> {
         let keys = self.keys(channel);
+        let limits = self.policy.history(channel);
         let mut call = self.info.prepare_invoke();
         call.key(&keys.meta)
             .key(&keys.log)
             .key(&keys.nodes)
             .arg(now_ms)
-            .arg(self.limits.max_messages)
-            .arg(self.limits.max_bytes)
-            .arg(self.ttl_ms())
+            .arg(limits.max_messages)
+            .arg(limits.max_bytes)
+            .arg(Self::ttl_ms(&limits))
             .arg(&self.node);
         let mut connection = self.connection.clone();
         let found: Option<(String, u64, usize, usize, u64, usize)> =
@@ -334,13 +339,14 @@ impl Store {
         new_epoch: u64,
     ) -> Result<(), EngineError> {
         let keys = self.keys(channel);
+        let ttl_ms = Self::ttl_ms(&self.policy.history(channel));
         let mut call = self.renew.prepare_invoke();
         call.key(&keys.meta)
             .key(&keys.log)
             .arg(epoch_text(epoch))
             .arg(seq)
             .arg(epoch_text(new_epoch))
-            .arg((2 * self.ttl_ms()).max(60_000));
+            .arg((2 * ttl_ms).max(60_000));
         let mut connection = self.connection.clone();
         let _: u64 = bounded(call.invoke_async(&mut connection)).await?;
         Ok(())
@@ -355,7 +361,9 @@ impl Store {
     ) -> Result<(), EngineError> {
         let keep_ms = 2 * REPORT_VALIDITY.as_millis() as u64;
         // As the scripts' keep_ms: a channel someone listens to keeps its epoch.
-        let meta_keep_ms = (2 * self.ttl_ms()).max(60_000);
+        // The longest any channel keeps history, so no channel's epoch is
+        // dropped from under a shorter-lived one's listeners.
+        let meta_keep_ms = (2 * self.policy.longest_ttl().as_millis() as u64).max(60_000);
         let mut connection = self.connection.clone();
         // One call per channel: in a cluster each may live on another node.
         for chunk in counts.chunks(256) {

@@ -1,13 +1,27 @@
-//! RFC 6455 framing for the server end of a raw WebSocket, without I/O.
+//! RFC 6455 framing for the server end of a WebSocket, without I/O.
 //!
-//! herald's raw sockets (`/sub/...`) write the same message to thousands of
-//! connections, so the write side is built for that: server frames are not
-//! masked, so one frame (a 2–10 byte header and the data) serves every
-//! subscriber and is built once per message. The read side
-//! reassembles the few frames clients send and enforces the rules that keep
-//! a hostile client from costing more than its size limit.
+//! herald writes the same message to thousands of connections, so the
+//! write side is built for that: server frames are not masked, so one frame
+//! (a 2–10 byte header and the payload) serves every subscriber and is
+//! built once per message. The read side reassembles the few frames clients
+//! send and enforces the rules that keep a hostile client from costing more
+//! than its size limit.
 
 use bytes::{Buf, Bytes, BytesMut};
+
+/// RFC 6455 §7.4.1 close codes herald uses.
+pub mod close_code {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL: u16 = 1002;
+    pub const UNSUPPORTED: u16 = 1003;
+    pub const INVALID_DATA: u16 = 1007;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    pub const SERVICE_RESTART: u16 = 1012;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
 
 /// Frame opcodes (RFC 6455 §5.2).
 pub mod opcode {
@@ -39,6 +53,19 @@ pub fn header(opcode: u8, len: usize) -> ([u8; MAX_HEADER], usize) {
         10
     };
     (out, used)
+}
+
+/// A final, unmasked frame of `opcode` whose payload `write` appends to the
+/// buffer it is given (about `capacity` bytes). The header goes into room
+/// kept in front, so the payload is written once and never moved.
+pub fn build(opcode: u8, capacity: usize, write: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    let mut out = Vec::with_capacity(MAX_HEADER + capacity);
+    out.resize(MAX_HEADER, 0);
+    write(&mut out);
+    let (head, used) = header(opcode, out.len() - MAX_HEADER);
+    let start = MAX_HEADER - used;
+    out[start..MAX_HEADER].copy_from_slice(&head[..used]);
+    Bytes::from(out).slice(start..)
 }
 
 /// A whole control frame (`payload` at most 125 bytes, truncated beyond).
@@ -89,9 +116,9 @@ impl FrameError {
     /// 1002, 1007 or 1009.
     pub fn close_code(&self) -> u16 {
         match self {
-            Self::Protocol(_) => super::ws::close_code::PROTOCOL,
-            Self::InvalidUtf8 => super::ws::close_code::INVALID_DATA,
-            Self::TooBig(_) => super::ws::close_code::TOO_BIG,
+            Self::Protocol(_) => close_code::PROTOCOL,
+            Self::InvalidUtf8 => close_code::INVALID_DATA,
+            Self::TooBig(_) => close_code::TOO_BIG,
         }
     }
 }
@@ -313,6 +340,17 @@ mod tests {
         let (head, n) = header(opcode::BINARY, 65536);
         assert_eq!((n, head[0], head[1]), (10, 0x82, 127));
         assert_eq!(u64::from_be_bytes(head[2..10].try_into().unwrap()), 65536);
+    }
+
+    #[test]
+    fn built_frames_carry_their_payload_after_the_shortest_header() {
+        for len in [0usize, 125, 126, 65535, 65536] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let built = build(opcode::BINARY, 0, |out| out.extend_from_slice(&payload));
+            let (head, used) = header(opcode::BINARY, len);
+            assert_eq!(&built[..used], &head[..used], "{len}");
+            assert_eq!(&built[used..], &payload[..], "{len}");
+        }
     }
 
     #[test]
