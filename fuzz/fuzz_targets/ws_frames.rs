@@ -127,20 +127,7 @@ impl Script<'_> {
 
 /// A masked client frame with the shortest length encoding.
 fn frame(out: &mut Vec<u8>, first: u8, payload: &[u8], mask: [u8; 4]) {
-    out.push(first);
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    herald::transport::websocket::frame::push_client_frame(out, first, payload, mask);
 }
 
 /// Client frames from `script`, and what reading them must give. Once a

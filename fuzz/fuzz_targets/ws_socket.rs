@@ -21,21 +21,7 @@ const MAX_MESSAGE: usize = 2048;
 
 /// A masked client frame with the shortest length encoding.
 fn client_frame(out: &mut Vec<u8>, first: u8, payload: &[u8]) {
-    let mask = [0x5a, 0x01, 0xc3, 0x7e];
-    out.push(first);
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    frame::push_client_frame(out, first, payload, [0x5a, 0x01, 0xc3, 0x7e]);
 }
 
 /// A server frame: final, unmasked, of `code`; returns its payload.
@@ -54,7 +40,11 @@ fn server_payload(frame: &[u8], code: u8) -> &[u8] {
     if at == 4 {
         assert!(len >= 126, "a 16-bit length for {len} bytes");
     }
-    assert_eq!(frame.len(), at + len, "the header's length is the payload's");
+    assert_eq!(
+        frame.len(),
+        at + len,
+        "the header's length is the payload's"
+    );
     &frame[at..]
 }
 
@@ -71,7 +61,11 @@ fuzz_target!(|input: (u8, &str)| {
         client_frame(&mut stream, 0x80 | opcode::TEXT, text.as_bytes());
     } else {
         client_frame(&mut stream, opcode::TEXT, &text.as_bytes()[..split]);
-        client_frame(&mut stream, 0x80 | opcode::CONTINUATION, &text.as_bytes()[split..]);
+        client_frame(
+            &mut stream,
+            0x80 | opcode::CONTINUATION,
+            &text.as_bytes()[split..],
+        );
     }
     let mut buf = BytesMut::from(&stream[..]);
     let mut decoder = Decoder::new(MAX_MESSAGE);
@@ -97,18 +91,28 @@ fuzz_target!(|input: (u8, &str)| {
         out.extend_from_slice(answer.as_bytes())
     });
     let value = json(server_payload(&framed, opcode::TEXT));
-    assert!(matches!(value["op"].as_str(), Some("pong" | "error")), "{value}");
+    assert!(
+        matches!(value["op"].as_str(), Some("pong" | "error")),
+        "{value}"
+    );
 
     // The text (or its bytes reversed, mostly not UTF-8) as a message's data.
     let reversed: Vec<u8> = text.bytes().rev().collect();
-    for data in [Bytes::copy_from_slice(text.as_bytes()), Bytes::from(reversed)] {
+    for data in [
+        Bytes::copy_from_slice(text.as_bytes()),
+        Bytes::from(reversed),
+    ] {
         let event = (shape & 2 != 0).then(|| EventName::parse("update").unwrap());
         let message = Message::new(
             ChannelName::parse("news").unwrap(),
             MessageId::new(7, 42),
             event.clone(),
             data.clone(),
-            if shape & 4 != 0 { DataKind::Binary } else { DataKind::Text },
+            if shape & 4 != 0 {
+                DataKind::Binary
+            } else {
+                DataKind::Text
+            },
             0,
         );
         let framed = frame::build(opcode::TEXT, protocol::message_capacity(&message), |out| {

@@ -36,6 +36,27 @@ pub mod opcode {
 /// The longest frame header: 2 bytes plus a 64-bit length (server frames carry no mask).
 pub const MAX_HEADER: usize = 10;
 
+/// Appends a frame as a client sends it (RFC 6455 §5.3: masked with `mask`),
+/// `first` being its first byte (FIN, RSV and opcode bits as given) and its
+/// length in the shortest encoding. The server never masks; this is the
+/// other side, for the tests and fuzz targets that speak to the decoder.
+pub fn push_client_frame(out: &mut Vec<u8>, first: u8, payload: &[u8], mask: [u8; 4]) {
+    out.push(first);
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+}
+
 /// The header of an unmasked, final frame of `opcode` carrying `len` bytes.
 pub fn header(opcode: u8, len: usize) -> ([u8; MAX_HEADER], usize) {
     let mut out = [0u8; MAX_HEADER];
@@ -294,21 +315,8 @@ mod tests {
     use super::*;
 
     fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut out = vec![first];
-        match payload.len() {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n if n <= 0xffff => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let mut out = Vec::new();
+        push_client_frame(&mut out, first, payload, [0x37, 0xfa, 0x21, 0x3d]);
         out
     }
 
