@@ -6,13 +6,14 @@
 //! `/metrics` really exposes. (`promtool check rules` and `promtool test
 //! rules` check the alerts themselves, in scripts/test.)
 
+#[path = "common/redis.rs"]
+mod cluster;
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -23,49 +24,17 @@ fn repo_file(path: &str) -> String {
 
 /// A `herald serve` process on a free port, killed when dropped.
 struct Herald {
-    _child: Child,
-    addr: String,
+    node: cluster::Node,
 }
 
 impl Herald {
     async fn start() -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("HERALD_") {
-                command.env_remove(key);
-            }
-        }
-        command
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--max-connections",
-                "500",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("herald starts");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(WAIT, stdout.next_line())
-            .await
-            .expect("herald prints its address within the deadline")
-            .unwrap()
-            .expect("herald printed its address before exiting");
-        let addr = line
-            .strip_prefix("herald listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
-        Self {
-            _child: child,
-            addr,
-        }
+        let node = cluster::Node::serve("monitored", &["--max-connections", "500"]).await;
+        Self { node }
     }
 
     async fn scrape(&self) -> Scrape {
-        let get = reqwest::get(format!("http://{}/metrics", self.addr));
+        let get = reqwest::get(format!("http://{}/metrics", self.node.addr));
         let response = tokio::time::timeout(WAIT, get)
             .await
             .expect("/metrics answers within the deadline")
