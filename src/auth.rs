@@ -108,6 +108,9 @@ pub struct Grants {
     pub subscribe: Vec<String>,
     #[serde(default)]
     pub publish: Vec<String>,
+    /// Shown with the subject in presence (`herald.info`: any JSON).
+    #[serde(default)]
+    pub info: Option<serde_json::Value>,
 }
 
 /// The claims herald reads from a token.
@@ -140,7 +143,15 @@ impl Credential {
         }
     }
 
-    /// The token's subject, for logs.
+    /// The token's `herald.info` claim, for presence.
+    pub fn info(&self) -> Option<&serde_json::Value> {
+        match self {
+            Self::Token { claims, .. } => claims.herald.info.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The token's subject, for logs and presence.
     pub fn subject(&self) -> Option<&str> {
         match self {
             Self::Token { claims, .. } => claims.sub.as_deref(),

@@ -9,6 +9,7 @@ use thiserror::Error;
 
 use crate::auth::AuthError;
 use crate::engine::EngineError;
+use crate::hooks::HookError;
 use crate::hub::{CursorError, NameError};
 
 /// Every `code` an [`ApiError`] can carry, so that `herald_rejected_total`
@@ -29,6 +30,8 @@ pub const CODES: &[&str] = &[
     "forbidden",
     "origin_not_allowed",
     "rate_limited",
+    "auth_unavailable",
+    "presence_off",
     // ApiError::bad_request codes
     "bad_data",
     "bad_encoding",
@@ -71,6 +74,10 @@ pub enum ApiError {
     OriginNotAllowed(String),
     #[error("too many requests from this address; retry in {retry_after} s")]
     RateLimited { retry_after: u64 },
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error("channel {0:?} has no presence (presence = true in its [[channels]] table)")]
+    PresenceOff(String),
 }
 
 impl ApiError {
@@ -87,7 +94,9 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::PresenceOff(_) => StatusCode::NOT_FOUND,
+            Self::Hook(HookError::Refused { .. }) => StatusCode::FORBIDDEN,
+            Self::Hook(HookError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Engine(EngineError::StorageFull(_)) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Engine(_) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -117,6 +126,9 @@ impl ApiError {
             }
             Self::OriginNotAllowed(_) => "origin_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
+            Self::Hook(HookError::Refused { .. }) => "forbidden",
+            Self::Hook(HookError::Unavailable(_)) => "auth_unavailable",
+            Self::PresenceOff(_) => "presence_off",
         }
     }
 

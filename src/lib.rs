@@ -8,7 +8,8 @@
 //! top of the [`hub`] (pure logic, no I/O). Below or beside them, named by
 //! any layer above the engine: [`config`] (every option: flags, file,
 //! environment, resolved settings), [`error`] (what a client is told),
-//! [`limits`], [`auth`] and [`telemetry`]. An engine is opened from its own
+//! [`limits`], [`auth`], [`hooks`] (the auth hook and webhooks: calls to the
+//! application's backend) and [`telemetry`]. An engine is opened from its own
 //! settings and never names the configuration, a transport or HTTP.
 
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod limits;

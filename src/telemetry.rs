@@ -57,7 +57,7 @@ pub const TRANSPORTS: [&str; 5] = ["ws", "sse", "poll", "socket", "echo"];
 /// Why a connection ended: the `reason` label of `herald_disconnects_total`.
 /// Registered for every transport, so a reason a transport never gives
 /// stays at zero.
-pub const DISCONNECT_REASONS: [&str; 14] = [
+pub const DISCONNECT_REASONS: [&str; 15] = [
     "client_closed",
     "shutdown",
     "max_age",
@@ -72,6 +72,7 @@ pub const DISCONNECT_REASONS: [&str; 14] = [
     "engine_unavailable",
     "answered",
     "timeout",
+    "auth_unavailable",
 ];
 
 /// Engine operations whose failures are counted (`herald_engine_errors_total`).
@@ -178,7 +179,17 @@ fn register_known_series() {
     for code in crate::error::CODES.iter().chain(&CONNECTION_REFUSALS) {
         counter!("herald_rejected_total", "code" => *code).absolute(0);
     }
+    for result in AUTH_HOOK_RESULTS {
+        counter!("herald_auth_hook_requests_total", "result" => result).absolute(0);
+    }
+    for result in ["ok", "failed"] {
+        counter!("herald_webhook_requests_total", "result" => result).absolute(0);
+    }
+    for reason in WEBHOOK_DROP_REASONS {
+        counter!("herald_webhook_events_dropped_total", "reason" => reason).absolute(0);
+    }
     for name in [
+        "herald_webhook_events_sent_total",
         "herald_publishes_total",
         "herald_published_bytes_total",
         "herald_subscriber_lag_total",
@@ -248,6 +259,22 @@ fn describe() {
         "Engine operations that failed, by operation."
     );
     describe_counter!("herald_rejected_total", "Requests refused, by error code.");
+    describe_counter!(
+        "herald_auth_hook_requests_total",
+        "Auth hook decisions, by result (allowed, refused, unavailable, cached)."
+    );
+    describe_counter!(
+        "herald_webhook_requests_total",
+        "Webhook requests, by result (ok, failed)."
+    );
+    describe_counter!(
+        "herald_webhook_events_sent_total",
+        "Channel events delivered to the webhook."
+    );
+    describe_counter!(
+        "herald_webhook_events_dropped_total",
+        "Channel events never delivered to the webhook, by reason."
+    );
     describe_gauge!(
         "herald_ready",
         "1 while the node is ready (engine reachable, not shutting down), as /readyz answers; else 0."
@@ -264,6 +291,29 @@ fn describe() {
 }
 
 /// Records a successful publish of `bytes` of data.
+/// What the auth hook answered: `allowed`, `refused`, `unavailable`, or
+/// `cached` (a long poll answered from an earlier decision).
+const AUTH_HOOK_RESULTS: [&str; 4] = ["allowed", "refused", "unavailable", "cached"];
+
+/// Why webhook events were dropped.
+const WEBHOOK_DROP_REASONS: [&str; 3] = ["retries_exhausted", "overflow", "lagged"];
+
+pub fn auth_hook(result: &'static str) {
+    counter!("herald_auth_hook_requests_total", "result" => result).increment(1);
+}
+
+pub fn webhook_request(result: &'static str) {
+    counter!("herald_webhook_requests_total", "result" => result).increment(1);
+}
+
+pub fn webhook_sent(events: u64) {
+    counter!("herald_webhook_events_sent_total").increment(events);
+}
+
+pub fn webhook_dropped(reason: &'static str, events: u64) {
+    counter!("herald_webhook_events_dropped_total", "reason" => reason).increment(events);
+}
+
 pub fn published(bytes: usize) {
     live().publishes.fetch_add(1, Ordering::Relaxed);
     if let Some(hot) = hot() {

@@ -26,6 +26,10 @@ const RULES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "hooks",
+        &["transport", "http", "config", "demo", "client", "bench"],
+    ),
+    (
         "engine",
         &[
             "config",

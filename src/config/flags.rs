@@ -151,6 +151,25 @@ pub struct ServeArgs {
     /// client for per-IP publish limits; from anyone else they are ignored.
     #[arg(long, env = "HERALD_TRUSTED_PROXY", value_delimiter = ',', value_parser = crate::proxy::parse_network)]
     pub trusted_proxy: Vec<ipnet::IpNet>,
+    /// Ask this URL (POST JSON) before every client subscribe and WebSocket
+    /// publish; it answers {"allow": true|false, "user"?, "info"?}.
+    #[arg(long, env = "HERALD_AUTH_HOOK")]
+    pub auth_hook: Option<String>,
+    /// An auth hook slower than this refuses with 503 auth_unavailable.
+    #[arg(long, env = "HERALD_AUTH_HOOK_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub auth_hook_timeout: Duration,
+    /// How long a long poll's auth hook decision is reused (0 never).
+    #[arg(long, env = "HERALD_AUTH_HOOK_CACHE", default_value = "30s", value_parser = parse_duration)]
+    pub auth_hook_cache: Duration,
+    /// POST channel events (occupied, vacated, join, leave) to this URL.
+    #[arg(long, env = "HERALD_WEBHOOK")]
+    pub webhook: Option<String>,
+    /// Sign webhook bodies with this secret (X-Herald-Signature: sha256=HMAC).
+    #[arg(long, env = "HERALD_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// How long a failed webhook batch is retried before it is dropped.
+    #[arg(long, env = "HERALD_WEBHOOK_RETRY", default_value = "60s", value_parser = parse_duration)]
+    pub webhook_retry: Duration,
     /// Serve the seed examples: /demo, the /demo/ws echo and the `clock` ticker.
     #[arg(long, env = "HERALD_DEMO")]
     pub demo: bool,
@@ -223,6 +242,20 @@ impl ServeArgs {
                 leeway: self.jwt_leeway,
             },
             channel_rules,
+            auth_hook: self.auth_hook.filter(|u| !u.trim().is_empty()).map(|url| {
+                super::AuthHookSettings {
+                    url,
+                    timeout: self.auth_hook_timeout,
+                    cache: self.auth_hook_cache,
+                }
+            }),
+            webhook: self.webhook.filter(|u| !u.trim().is_empty()).map(|url| {
+                crate::hooks::Webhook {
+                    url,
+                    secret: self.webhook_secret.filter(|s| !s.is_empty()),
+                    retry_for: self.webhook_retry,
+                }
+            }),
             trusted_proxies: crate::proxy::TrustedProxies::new(self.trusted_proxy),
             allowed_origins: self.allowed_origins.map(|list| {
                 list.into_iter()

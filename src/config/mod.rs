@@ -74,11 +74,25 @@ pub struct ServerConfig {
     pub allowed_origins: Option<Vec<String>>,
     /// Peers whose `X-Forwarded-For` / `Forwarded` name the client.
     pub trusted_proxies: TrustedProxies,
+    /// Ask the application's backend before subscribes and client publishes.
+    pub auth_hook: Option<AuthHookSettings>,
+    /// Tell the application's backend of channel events.
+    pub webhook: Option<crate::hooks::Webhook>,
     /// `[[channels]]` rules from the TOML file, first match wins.
     pub channel_rules: Vec<ChannelRule>,
     /// Serve the seed examples (`/demo`, `/demo/ws`, the `clock` ticker).
     pub demo: bool,
     pub demo_tick: Duration,
+}
+
+/// Where the auth hook is and how long to wait for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthHookSettings {
+    pub url: String,
+    /// An answer later than this refuses with `503 auth_unavailable`.
+    pub timeout: Duration,
+    /// How long a long poll's decision is reused (zero: never).
+    pub cache: Duration,
 }
 
 impl Default for ServerConfig {
@@ -112,6 +126,8 @@ impl Default for ServerConfig {
             auth: Auth::default(),
             allowed_origins: None,
             channel_rules: Vec::new(),
+            auth_hook: None,
+            webhook: None,
             trusted_proxies: TrustedProxies::default(),
             demo: false,
             demo_tick: Duration::from_secs(5),
@@ -138,6 +154,7 @@ impl ServerConfig {
             channels: Arc::new(self.channel_policy()),
             data_dir: self.data_dir.clone(),
             redis: self.redis.clone(),
+            track_occupancy: self.webhook.is_some(),
         }
     }
 

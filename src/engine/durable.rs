@@ -15,17 +15,19 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{params, Connection};
 use tokio::sync::{mpsc, oneshot};
 
+use super::presence::{ChannelEvent, Presence};
 use super::{Engine, EngineError, EngineTotals};
 use crate::hub::{
     now_ms, ChannelActivity, ChannelInfo, ChannelName, ChannelPolicy, ChannelState, DataKind,
-    Draft, EventName, Hub, Message, MessageId, Published, Replay, Since, SubscriberHandle,
-    SubscriberId,
+    Draft, EventName, Hub, Message, MessageId, PresenceEntry, Published, Replay, Since,
+    SubscriberHandle, SubscriberId,
 };
 
 const SCHEMA: &str = "
@@ -65,6 +67,8 @@ pub struct DurableEngine {
     /// one that succeeds).
     full: Arc<AtomicBool>,
     dir: std::path::PathBuf,
+    /// Presence and occupancy (kept in memory: it describes live connections).
+    presence: Presence,
 }
 
 fn unavailable(error: impl std::fmt::Display) -> EngineError {
@@ -155,7 +159,12 @@ fn migrate(db: &Connection) -> Result<(), EngineError> {
 
 impl DurableEngine {
     /// Opens (or creates) the store in `dir` and loads every channel's history.
-    pub fn open(dir: &Path, policy: Arc<ChannelPolicy>) -> Result<Self, EngineError> {
+    pub fn open(
+        dir: &Path,
+        policy: Arc<ChannelPolicy>,
+        track_occupancy: bool,
+    ) -> Result<Self, EngineError> {
+        let presence = Presence::new(policy.clone(), track_occupancy);
         std::fs::create_dir_all(dir).map_err(unavailable)?;
         let lock = lock_dir(dir)?;
         let db = Connection::open(dir.join("herald.sqlite3")).map_err(unavailable)?;
@@ -190,6 +199,7 @@ impl DurableEngine {
             alive,
             full,
             dir: dir.to_owned(),
+            presence,
         })
     }
 
@@ -618,7 +628,37 @@ impl Engine for DurableEngine {
 
     fn sweep(&self) {
         self.hub.sweep(now_ms());
+        self.presence.sweep(&self.hub);
         let _ = self.writes.try_send(Write::Trim);
+    }
+
+    async fn hold(
+        &self,
+        channel: &ChannelName,
+        entry: &Arc<PresenceEntry>,
+    ) -> Result<(), EngineError> {
+        let changes = self.presence.hold(channel, entry);
+        self.presence.apply_all(&self.hub, channel, changes);
+        Ok(())
+    }
+
+    fn release(&self, channel: &ChannelName, client: &Arc<str>, linger: Option<Duration>) {
+        let changes = self.presence.release(channel, client, linger);
+        self.presence.apply_all(&self.hub, channel, changes);
+    }
+
+    async fn presence(
+        &self,
+        channel: &ChannelName,
+    ) -> Result<Option<Vec<Arc<PresenceEntry>>>, EngineError> {
+        Ok(self
+            .presence
+            .listed(channel)
+            .then(|| self.presence.members(channel)))
+    }
+
+    fn channel_events(&self) -> tokio::sync::broadcast::Receiver<ChannelEvent> {
+        self.presence.subscribe()
     }
 
     fn channel_count(&self) -> usize {
@@ -666,7 +706,7 @@ mod tests {
             ))
             .unwrap();
         }
-        let engine = DurableEngine::open(&dir, Arc::default()).unwrap();
+        let engine = DurableEngine::open(&dir, Arc::default(), false).unwrap();
         let info = engine
             .hub
             .info(&ChannelName::parse("old").unwrap(), now_ms())

@@ -2,33 +2,41 @@
 //! history is lost on restart (a new epoch tells resuming clients so).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::presence::{ChannelEvent, Presence};
 use super::{Engine, EngineError, EngineTotals};
 use crate::hub::{
     now_ms, ChannelActivity, ChannelInfo, ChannelName, ChannelPolicy, Draft, HistoryLimits, Hub,
-    Published, Replay, Since, SubscriberHandle, SubscriberId,
+    PresenceEntry, Published, Replay, Since, SubscriberHandle, SubscriberId,
 };
 
 /// The default engine: the hub alone.
 #[derive(Debug)]
 pub struct MemoryEngine {
     hub: Hub,
+    presence: Presence,
 }
 
 impl MemoryEngine {
     /// Every channel keeps `limits` of history.
     pub fn new(limits: HistoryLimits) -> Self {
-        Self {
-            hub: Hub::new(limits),
-        }
+        Self::with_policy(Arc::new(ChannelPolicy::uniform(limits)))
     }
 
     /// Each channel keeps the history its options say.
     pub fn with_policy(policy: Arc<ChannelPolicy>) -> Self {
+        Self::open(policy, false)
+    }
+
+    /// Each channel keeps the history its options say; with
+    /// `track_occupancy`, every channel's occupancy is reported.
+    pub fn open(policy: Arc<ChannelPolicy>, track_occupancy: bool) -> Self {
         Self {
-            hub: Hub::with_policy(policy),
+            hub: Hub::with_policy(policy.clone()),
+            presence: Presence::new(policy, track_occupancy),
         }
     }
 }
@@ -66,6 +74,36 @@ impl Engine for MemoryEngine {
 
     fn sweep(&self) {
         self.hub.sweep(now_ms());
+        self.presence.sweep(&self.hub);
+    }
+
+    async fn hold(
+        &self,
+        channel: &ChannelName,
+        entry: &Arc<PresenceEntry>,
+    ) -> Result<(), EngineError> {
+        let changes = self.presence.hold(channel, entry);
+        self.presence.apply_all(&self.hub, channel, changes);
+        Ok(())
+    }
+
+    fn release(&self, channel: &ChannelName, client: &Arc<str>, linger: Option<Duration>) {
+        let changes = self.presence.release(channel, client, linger);
+        self.presence.apply_all(&self.hub, channel, changes);
+    }
+
+    async fn presence(
+        &self,
+        channel: &ChannelName,
+    ) -> Result<Option<Vec<Arc<PresenceEntry>>>, EngineError> {
+        Ok(self
+            .presence
+            .listed(channel)
+            .then(|| self.presence.members(channel)))
+    }
+
+    fn channel_events(&self) -> tokio::sync::broadcast::Receiver<ChannelEvent> {
+        self.presence.subscribe()
     }
 
     fn channel_count(&self) -> usize {

@@ -7,20 +7,23 @@
 
 pub mod durable;
 pub mod memory;
+pub mod presence;
 pub mod redis;
 pub mod subscription;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use thiserror::Error;
 
 use crate::hub::{
-    ChannelActivity, ChannelInfo, ChannelName, ChannelPolicy, Draft, Published, Replay, Since,
-    SubscriberHandle, SubscriberId,
+    ChannelActivity, ChannelInfo, ChannelName, ChannelPolicy, Draft, PresenceEntry, Published,
+    Replay, Since, SubscriberHandle, SubscriberId,
 };
 
 pub use memory::MemoryEngine;
+pub use presence::{ChannelEvent, ChannelEventKind};
 pub use subscription::{Event, QueueLimits, Subscription};
 
 /// Why an engine could not do what was asked.
@@ -54,29 +57,35 @@ pub struct EngineSettings {
     pub data_dir: Option<std::path::PathBuf>,
     /// Share channels and history through Redis (the Redis engine).
     pub redis: Option<redis::RedisConfig>,
+    /// Track every channel's occupancy for [`Engine::channel_events`]
+    /// (someone listens: webhooks), not only presence channels'.
+    pub track_occupancy: bool,
 }
 
 /// Opens the engine `settings` ask for (memory unless a store is named).
 pub async fn open(settings: &EngineSettings) -> Result<Arc<dyn Engine>, EngineError> {
     if let Some(redis) = &settings.redis {
-        let engine = redis::RedisEngine::open(redis, settings.channels.clone()).await?;
+        let engine =
+            redis::RedisEngine::open(redis, settings.channels.clone(), settings.track_occupancy)
+                .await?;
         return Ok(Arc::new(engine));
     }
     match &settings.data_dir {
         Some(dir) => {
             let dir = dir.clone();
             let policy = settings.channels.clone();
+            let track_occupancy = settings.track_occupancy;
             // Loading history reads the whole store: keep it off the async workers.
-            let engine =
-                tokio::task::spawn_blocking(move || durable::DurableEngine::open(&dir, policy))
-                    .await
-                    .map_err(|e| {
-                        EngineError::Unavailable(format!("opening the data store: {e}"))
-                    })??;
+            let engine = tokio::task::spawn_blocking(move || {
+                durable::DurableEngine::open(&dir, policy, track_occupancy)
+            })
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("opening the data store: {e}")))??;
             Ok(Arc::new(engine))
         }
-        None => Ok(Arc::new(MemoryEngine::with_policy(
+        None => Ok(Arc::new(MemoryEngine::open(
             settings.channels.clone(),
+            settings.track_occupancy,
         ))),
     }
 }
@@ -134,6 +143,29 @@ pub trait Engine: Send + Sync + 'static {
             ..EngineTotals::default()
         }
     }
+
+    /// Marks `entry` present on `channel` while a subscription holds it
+    /// (presence channels, and every channel while occupancy is tracked).
+    async fn hold(
+        &self,
+        channel: &ChannelName,
+        entry: &Arc<PresenceEntry>,
+    ) -> Result<(), EngineError>;
+
+    /// A subscription lets go of `channel`. With `linger` (a long poller
+    /// between polls) the client stays present that long unless it comes
+    /// back. Cheap; never fails.
+    fn release(&self, channel: &ChannelName, client: &Arc<str>, linger: Option<Duration>);
+
+    /// Who is on `channel` (every node's clients with a shared store), or
+    /// `None` when the channel has no presence.
+    async fn presence(
+        &self,
+        channel: &ChannelName,
+    ) -> Result<Option<Vec<Arc<PresenceEntry>>>, EngineError>;
+
+    /// Occupied, vacated, join and leave events from now on (for webhooks).
+    fn channel_events(&self) -> tokio::sync::broadcast::Receiver<ChannelEvent>;
 
     /// Short name for logs and `/readyz`.
     fn name(&self) -> &'static str;

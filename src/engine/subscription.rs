@@ -9,10 +9,12 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::{Engine, EngineError};
 use crate::hub::{
-    ChannelName, Cursor, Gap, GapReason, Inbox, Message, MessageId, Signal, Since, SubscriberHandle,
+    ChannelName, Cursor, Gap, GapReason, Inbox, Message, MessageId, Notice, PresenceEntry, Signal,
+    Since, SubscriberHandle,
 };
 use crate::telemetry;
 
@@ -24,6 +26,21 @@ pub enum Event {
     Gap(Gap),
     /// The channel was deleted; the subscription no longer includes it.
     Deleted(ChannelName),
+    /// Someone joined or left a channel (only for a subscription that
+    /// listens: [`Identity::listen`]).
+    Presence(Arc<Notice>),
+}
+
+/// Who a subscription is, for presence: its entry on every channel it
+/// holds (unless [`Subscription::add_as`] names another), how long it stays
+/// present after letting go, and whether it wants joins and leaves.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub entry: Arc<PresenceEntry>,
+    /// A long poller stays present this long after its poll ends.
+    pub linger: Option<Duration>,
+    /// Deliver joins and leaves as [`Event::Presence`].
+    pub listen: bool,
 }
 
 /// How much a subscriber's queue may hold before it must catch up from history.
@@ -42,6 +59,7 @@ pub struct Subscription {
     pending: VecDeque<Event>,
     /// Channels that must re-attach from the cursor before more is delivered.
     catch_up: VecDeque<ChannelName>,
+    identity: Option<Identity>,
 }
 
 enum Verdict {
@@ -60,19 +78,38 @@ impl Subscription {
             cursor: Cursor::new(),
             pending: VecDeque::new(),
             catch_up: VecDeque::new(),
+            identity: None,
         }
     }
 
+    /// An empty subscription that is present as `identity` on what it holds.
+    pub fn with_identity(engine: Arc<dyn Engine>, queue: QueueLimits, identity: Identity) -> Self {
+        let mut subscription = Self::new(engine, queue);
+        if identity.listen {
+            subscription.handle.listen_as(identity.entry.client.clone());
+        }
+        subscription.identity = Some(identity);
+        subscription
+    }
+
     /// Subscribes to every channel in `channels`, each from its own starting point.
+    /// With `identity`, it is present on each channel, as the matching
+    /// entry of `entries` when there is one.
     pub async fn open(
         engine: Arc<dyn Engine>,
         queue: QueueLimits,
         channels: &[ChannelName],
         since: &[Since],
+        identity: Option<Identity>,
+        entries: &[Option<Arc<PresenceEntry>>],
     ) -> Result<Self, EngineError> {
-        let mut subscription = Self::new(engine, queue);
-        for (channel, since) in channels.iter().zip(since) {
-            subscription.add(channel, *since).await?;
+        let mut subscription = match identity {
+            Some(identity) => Self::with_identity(engine, queue, identity),
+            None => Self::new(engine, queue),
+        };
+        for (i, (channel, since)) in channels.iter().zip(since).enumerate() {
+            let entry = entries.get(i).cloned().flatten();
+            subscription.add_as(channel, *since, entry).await?;
         }
         Ok(subscription)
     }
@@ -83,10 +120,29 @@ impl Subscription {
         channel: &ChannelName,
         since: Since,
     ) -> Result<MessageId, EngineError> {
+        self.add_as(channel, since, None).await
+    }
+
+    /// [`Subscription::add`], present on this channel as `entry` rather
+    /// than as the identity's own entry (what an auth hook answered).
+    pub async fn add_as(
+        &mut self,
+        channel: &ChannelName,
+        since: Since,
+        entry: Option<Arc<PresenceEntry>>,
+    ) -> Result<MessageId, EngineError> {
         self.drop_pending(channel);
         let replay = self.engine.attach(channel, &self.handle, since).await?;
         if !self.is_subscribed(channel) {
             telemetry::subscriptions(1.0);
+            if let Some(identity) = &self.identity {
+                let entry = entry.as_ref().unwrap_or(&identity.entry);
+                if let Err(error) = self.engine.hold(channel, entry).await {
+                    self.engine.detach(channel, self.handle.id());
+                    telemetry::subscriptions(-1.0);
+                    return Err(error);
+                }
+            }
         }
         let start = replay
             .messages
@@ -110,8 +166,17 @@ impl Subscription {
         self.engine.detach(channel, self.handle.id());
         self.cursor.remove(channel);
         self.drop_pending(channel);
+        self.let_go(channel);
         telemetry::subscriptions(-1.0);
         true
+    }
+
+    /// Stops being present on `channel`.
+    fn let_go(&self, channel: &ChannelName) {
+        if let Some(identity) = &self.identity {
+            self.engine
+                .release(channel, &identity.entry.client, identity.linger);
+        }
     }
 
     pub fn is_subscribed(&self, channel: &ChannelName) -> bool {
@@ -255,7 +320,14 @@ impl Subscription {
                         telemetry::subscriptions(-1.0);
                         self.cursor.remove(&channel);
                         self.drop_pending(&channel);
+                        self.let_go(&channel);
                         self.pending.push_back(Event::Deleted(channel));
+                    }
+                }
+                Signal::Notice(notice) => {
+                    let listening = self.identity.as_ref().is_some_and(|i| i.listen);
+                    if listening && self.is_subscribed(&notice.channel) {
+                        self.pending.push_back(Event::Presence(notice));
                     }
                 }
             }
@@ -291,6 +363,7 @@ impl Subscription {
             Event::Message(m) => &m.channel != channel,
             Event::Gap(g) => &g.channel != channel,
             Event::Deleted(c) => c != channel,
+            Event::Presence(n) => &n.channel != channel,
         });
         self.catch_up.retain(|c| c != channel);
     }
@@ -301,6 +374,7 @@ impl Drop for Subscription {
         telemetry::subscriptions(-(self.cursor.len() as f64));
         for channel in self.cursor.channels() {
             self.engine.detach(channel, self.handle.id());
+            self.let_go(channel);
         }
     }
 }

@@ -52,6 +52,7 @@ pub fn router(ctx: Context) -> Router {
                 .post(publish::publish_one)
                 .delete(publish::delete_channel),
         )
+        .route("/pub/{channel}/presence", get(publish::channel_presence))
         .route("/sub/{channels}", get(subscribe::subscribe))
         .route("/ws", get(transport::socket::upgrade));
     if ctx.config.demo {
@@ -215,7 +216,15 @@ pub async fn start_with_engine(
     };
     let connection_rate = limits(config.connection_rate);
     let publish_rate = limits(config.publish_rate);
+    let auth_hook = config.auth_hook.as_ref().map(|hook| {
+        Arc::new(crate::hooks::AuthHook::new(
+            hook.url.clone(),
+            hook.timeout,
+            hook.cache,
+        ))
+    });
     let ctx = Context {
+        auth_hook,
         engine: engine.clone(),
         channels: Arc::new(config.channel_policy()),
         config: Arc::new(config),
@@ -236,6 +245,11 @@ pub async fn start_with_engine(
     )));
     if ctx.config.demo {
         background.push(tokio::spawn(demo::ticker(ctx.clone())));
+    }
+    if let Some(webhook) = ctx.config.webhook.clone() {
+        background.push(tokio::spawn(
+            webhook.run(engine.channel_events(), shutdown.clone()),
+        ));
     }
     let config = ctx.config.clone();
     let operations = operations_router(ctx.clone());

@@ -324,6 +324,22 @@ pub async fn channel_info(
     }
 }
 
+/// `GET /pub/{channel}/presence`: who is on a channel with presence
+/// (guarded like the rest of `/pub`; `404 presence_off` without presence).
+pub async fn channel_presence(
+    State(ctx): State<Context>,
+    path: Result<Path<String>, PathRejection>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let channel = channel_from_path(path)?;
+    let token = query.get("token").map(String::as_str);
+    authorize_publisher(&ctx, &headers, token, [&channel])?;
+    Ok(Json(
+        crate::transport::presence::listing(&ctx, &channel).await?,
+    ))
+}
+
 /// `DELETE /pub/{channel}`.
 pub async fn delete_channel(
     State(ctx): State<Context>,

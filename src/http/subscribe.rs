@@ -12,7 +12,10 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
+use crate::hooks::auth::ForwardedHeaders;
+use crate::hub::presence::{new_client_id, valid_client_id};
 use crate::hub::{ChannelName, Cursor, Since};
+use crate::transport::access::Caller;
 use crate::transport::{self, Context};
 
 /// Which transport a subscribe request asked for.
@@ -101,36 +104,79 @@ pub async fn subscribe(
     if kind != TransportKind::LongPoll {
         transport::socket::check_origin(&ctx, &parts.headers)?;
     }
-    let who = ctx
-        .config
-        .auth
-        .identify(&parts.headers, query.get("token").map(String::as_str))?;
+    let token = query.get("token").map(String::as_str);
+    let who = ctx.config.auth.identify(&parts.headers, token)?;
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+    let ip = transport::publish::client_ip(&ctx, peer, &parts.headers);
+    // Kept for the auth hook only (a cookie can be long).
+    let headers = match &ctx.auth_hook {
+        Some(_) => ForwardedHeaders::of(&parts.headers),
+        None => ForwardedHeaders::default(),
+    };
+    let (name, client, poll_credential) = match kind {
+        TransportKind::WebSocket => ("ws", new_client_id(), None),
+        TransportKind::EventStream => ("sse", new_client_id(), None),
+        TransportKind::LongPoll => {
+            let credential = crate::auth::Auth::token(&parts.headers, token).map(str::to_owned);
+            let client = poller_id(query.get("client").map(String::as_str), ip, &parts.headers);
+            ("poll", client, Some(credential))
+        }
+    };
+    let caller = Caller {
+        who,
+        transport: name,
+        client,
+        ip,
+        headers,
+        poll_credential,
+    };
+    let mut entries = Vec::with_capacity(channels.len());
     for channel in &channels {
-        transport::access::may_subscribe(&ctx, &who, channel)?;
+        entries.push(transport::access::authorize_subscribe(&ctx, &caller, channel).await?);
     }
     if ctx.shutdown.is_cancelled() {
         return Err(ApiError::ShuttingDown);
     }
+    let subscriber = transport::Subscriber {
+        channels,
+        since,
+        caller,
+        entries,
+    };
     match kind {
-        TransportKind::WebSocket => {
-            let peer = parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
-            let peer = transport::publish::client_ip(&ctx, peer, &parts.headers);
-            transport::ws::upgrade(ctx, parts, channels, since, who, peer).await
-        }
+        TransportKind::WebSocket => transport::ws::upgrade(ctx, parts, subscriber).await,
         TransportKind::EventStream => {
             let envelope = query
                 .get("envelope")
                 .is_some_and(|v| v == "1" || v == "true" || v == "json");
-            Ok(transport::sse::respond(ctx, channels, since, envelope, who)
+            Ok(transport::sse::respond(ctx, subscriber, envelope)
                 .await?
                 .into_response())
         }
         TransportKind::LongPoll => {
             let options = transport::poll::PollOptions::from_query(&ctx.config, &query)?;
-            transport::poll::respond(ctx, channels, since, options).await
+            transport::poll::respond(ctx, subscriber, options).await
         }
     }
+}
+
+/// A long poller's presence id: `p.` and its own `?client=` id (herald.js
+/// sends one per client), or else one derived from its address, credentials
+/// and user agent, so that a plain polling loop stays one member.
+fn poller_id(given: Option<&str>, ip: IpAddr, headers: &HeaderMap) -> std::sync::Arc<str> {
+    use std::hash::{Hash, Hasher};
+    if let Some(id) = given.filter(|id| valid_client_id(id)) {
+        return format!("p.{id}").into();
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    ip.hash(&mut hasher);
+    for name in [header::AUTHORIZATION, header::COOKIE, header::USER_AGENT] {
+        for value in headers.get_all(name) {
+            value.as_bytes().hash(&mut hasher);
+        }
+    }
+    format!("p.{:016x}", hasher.finish()).into()
 }

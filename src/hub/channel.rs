@@ -216,6 +216,20 @@ impl ChannelState {
     }
 
     /// Every subscriber, removed from the channel (on delete).
+    /// Tells the subscribers that listen for joins and leaves of `notice`,
+    /// unless there are more than `max_listeners` subscribers here (beyond
+    /// that, join/leave fan-out would cost the square of the channel's size;
+    /// presence is still listed). Returns how many were told.
+    pub fn notify(&self, notice: &Arc<super::presence::Notice>, max_listeners: usize) -> usize {
+        if self.subscribers.len() > max_listeners {
+            return 0;
+        }
+        self.subscribers
+            .iter()
+            .filter(|subscriber| subscriber.notify(notice))
+            .count()
+    }
+
     pub fn take_subscribers(&mut self) -> Vec<SubscriberHandle> {
         std::mem::take(&mut self.subscribers)
     }

@@ -12,6 +12,7 @@ pub mod id;
 pub mod message;
 pub mod name;
 pub mod options;
+pub mod presence;
 pub mod subscriber;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub use id::{Cursor, CursorError, MessageId, Since};
 pub use message::{now_ms, DataKind, Message, Wire};
 pub use name::{pattern_matches, ChannelName, EventName, NameError};
 pub use options::{ChannelOptions, ChannelPolicy, ChannelRule};
+pub use presence::{Movement, Notice, PresenceEntry, Roster, RosterChange};
 pub use subscriber::{Inbox, Signal, SubscriberHandle, SubscriberId};
 
 /// A snapshot of a channel for `GET /pub/{channel}`.
@@ -208,6 +210,13 @@ impl Hub {
                 last_id: (state.last_seq > 0).then(|| state.last_id()),
             }
         })
+    }
+
+    /// Tells the channel's subscribers here of a join or leave (see
+    /// [`ChannelState::notify`]); returns how many were told.
+    pub fn notify(&self, notice: &Arc<Notice>, max_listeners: usize) -> usize {
+        self.with_existing(&notice.channel, |state| state.notify(notice, max_listeners))
+            .unwrap_or(0)
     }
 
     /// Drops the channel and its history and tells its subscribers. False if it did not exist.

@@ -48,6 +48,12 @@ fn validate(raw: &str) -> Result<(), NameError> {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelName(Arc<str>);
 
+impl serde::Serialize for ChannelName {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
 impl ChannelName {
     /// Checks `raw` against the channel-name alphabet.
     pub fn parse(raw: &str) -> Result<Self, NameError> {

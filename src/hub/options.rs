@@ -122,6 +122,10 @@ impl ChannelPolicy {
     }
 
     /// Whether some channel needs no credential to subscribe to.
+    pub fn has_presence(&self) -> bool {
+        self.defaults.presence || self.rules.iter().any(|rule| rule.presence == Some(true))
+    }
+
     pub fn has_anonymous(&self) -> bool {
         self.defaults.anonymous || self.rules.iter().any(|rule| rule.anonymous == Some(true))
     }

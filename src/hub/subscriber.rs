@@ -11,13 +11,14 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Poll, Waker};
 
 use parking_lot::Mutex;
 
 use super::message::Message;
 use super::name::ChannelName;
+use super::presence::Notice;
 
 /// Identifies one subscriber across all the channels it listens to.
 pub type SubscriberId = u64;
@@ -25,13 +26,19 @@ pub type SubscriberId = u64;
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Something the hub needs a subscriber to notice outside its message queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Signal {
     /// Its queue overflowed on this channel; it was detached and must resume.
     Lagged(ChannelName),
     /// The channel was deleted.
     Deleted(ChannelName),
+    /// Someone joined or left a channel it listens to (`join_leave`).
+    Notice(Arc<Notice>),
 }
+
+/// Most joins and leaves waiting for one subscriber: one that does not read
+/// them misses further ones rather than growing without bound.
+pub const MAX_PENDING_NOTICES: usize = 256;
 
 /// One subscriber's queue. A plain deque under a lock rather than a tokio
 /// channel: an idle subscriber then costs about 130 bytes instead of about
@@ -44,6 +51,9 @@ struct Shared {
     capacity: usize,
     /// Most bytes of message data queued.
     max_bytes: usize,
+    /// Set when the subscriber wants joins and leaves: its own client id,
+    /// whose own joins it is not told.
+    listener: OnceLock<Arc<str>>,
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +62,8 @@ struct Queue {
     /// Bytes of message data in `messages`.
     bytes: usize,
     signals: Vec<Signal>,
+    /// `Signal::Notice`s among `signals`.
+    notices: usize,
     /// The subscriber's task, while it waits.
     waker: Option<Waker>,
     /// The inbox is gone: nobody will read.
@@ -95,6 +107,7 @@ impl SubscriberHandle {
             queue: Mutex::new(Queue::default()),
             capacity: capacity.max(1),
             max_bytes,
+            listener: OnceLock::new(),
         });
         let handle = Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -143,6 +156,35 @@ impl SubscriberHandle {
         }
     }
 
+    /// Asks for joins and leaves of the channels it holds, except those of `client`.
+    pub fn listen_as(&self, client: Arc<str>) {
+        let _ = self.shared.listener.set(client);
+    }
+
+    /// Offers a join or leave if this subscriber listens for them and it is
+    /// not its own. False if it was not offered (or was dropped as excess).
+    pub fn notify(&self, notice: &Arc<Notice>) -> bool {
+        match self.shared.listener.get() {
+            Some(own) if **own != *notice.client => {}
+            _ => return false,
+        }
+        let mut queue = self.shared.queue.lock();
+        if queue.closed {
+            return false;
+        }
+        if queue.notices >= MAX_PENDING_NOTICES {
+            return false;
+        }
+        queue.notices += 1;
+        queue.signals.push(Signal::Notice(notice.clone()));
+        let waker = queue.waker();
+        drop(queue);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+
     pub fn is_closed(&self) -> bool {
         self.shared.queue.lock().closed
     }
@@ -165,7 +207,9 @@ impl Inbox {
 
     /// Takes every pending signal.
     pub fn take_signals(&self) -> Vec<Signal> {
-        std::mem::take(&mut self.shared.queue.lock().signals)
+        let mut queue = self.shared.queue.lock();
+        queue.notices = 0;
+        std::mem::take(&mut queue.signals)
     }
 
     /// Waits for a message or a signal; `None` means "look at the signals".

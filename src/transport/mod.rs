@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod poll;
+pub mod presence;
 pub mod protocol;
 pub mod publish;
 pub mod socket;
@@ -40,6 +41,45 @@ pub struct Context {
     pub status: tokio::sync::watch::Receiver<Arc<str>>,
     /// Publishes per client IP.
     pub publish_rate: Arc<crate::limits::RateLimiter>,
+    /// The application's auth hook, if configured.
+    pub auth_hook: Option<Arc<crate::hooks::AuthHook>>,
+}
+
+/// A subscribe request that passed every check, on its way to a transport.
+#[derive(Debug)]
+pub struct Subscriber {
+    pub channels: Vec<crate::hub::ChannelName>,
+    pub since: Vec<crate::hub::Since>,
+    pub caller: access::Caller,
+    /// Per channel, the presence entry the auth hook described (`None`: the
+    /// caller's own).
+    pub entries: Vec<Option<Arc<crate::hub::PresenceEntry>>>,
+}
+
+impl Subscriber {
+    /// Who the subscription is for presence, if anything tracks presence
+    /// or occupancy (nothing to pay for otherwise).
+    pub fn identity(
+        &self,
+        ctx: &Context,
+        linger: Option<std::time::Duration>,
+        listen: bool,
+    ) -> Option<crate::engine::subscription::Identity> {
+        ctx.tracks_presence()
+            .then(|| crate::engine::subscription::Identity {
+                entry: self.caller.entry(),
+                linger,
+                listen,
+            })
+    }
+}
+
+impl Context {
+    /// Whether any channel has presence or channel events are listened to
+    /// (webhooks): subscriptions then say who they are.
+    pub fn tracks_presence(&self) -> bool {
+        self.channels.has_presence() || self.config.webhook.is_some()
+    }
 }
 
 /// Why a streaming connection must end at its deadline.

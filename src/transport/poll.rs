@@ -12,11 +12,11 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{write_message_fields, Context};
+use super::{write_message_fields, Context, Subscriber};
 use crate::config::{parse_duration, ServerConfig};
 use crate::engine::{Event, QueueLimits, Subscription};
 use crate::error::ApiError;
-use crate::hub::{ChannelName, Gap, Message, Since, Wire};
+use crate::hub::{ChannelName, Gap, Message, Wire};
 use crate::telemetry::Connection;
 
 /// How one poll behaves.
@@ -65,6 +65,10 @@ pub fn message_object(message: &Message) -> bytes::Bytes {
     })
 }
 
+/// How long a long poller stays present after its poll ends, beyond the
+/// poll's own timeout.
+pub const POLL_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What one poll collected.
 struct Page {
     messages: Vec<bytes::Bytes>,
@@ -98,6 +102,8 @@ impl Page {
             }
             Event::Gap(gap) => self.gaps.push(gap),
             Event::Deleted(channel) => self.closed.push(channel),
+            // Long polls carry messages only; presence is read through the API.
+            Event::Presence(_) => {}
         }
     }
 
@@ -140,8 +146,7 @@ fn fill(subscription: &mut Subscription, page: &mut Page, limit: usize) {
 /// Answers one long poll.
 pub async fn respond(
     ctx: Context,
-    channels: Vec<ChannelName>,
-    since: Vec<Since>,
+    subscriber: Subscriber,
     options: PollOptions,
 ) -> Result<Response, ApiError> {
     // A poll reads history and waits for at most one page: its queue never
@@ -150,7 +155,18 @@ pub async fn respond(
         messages: options.limit.max(16),
         bytes: ctx.config.subscriber_queue_bytes,
     };
-    let mut subscription = Subscription::open(ctx.engine.clone(), queue, &channels, &since).await?;
+    // A poller stays present between polls: until the longest it may wait
+    // before polling again (this poll's hold) plus five seconds.
+    let linger = options.timeout + POLL_GRACE;
+    let mut subscription = Subscription::open(
+        ctx.engine.clone(),
+        queue,
+        &subscriber.channels,
+        &subscriber.since,
+        subscriber.identity(&ctx, Some(linger), false),
+        &subscriber.entries,
+    )
+    .await?;
     let mut connection = Connection::open("poll");
     let mut reason = "answered";
     let mut page = Page::default();

@@ -1,9 +1,9 @@
 //! The `/ws` JSON protocol, as pure encoding and decoding (no sockets).
 //!
 //! client → server: `sub {channel, since?}`, `unsub {channel}`,
-//! `pub {channel, data, event?, encoding?}`, `ping`; each with an optional
-//! `ref` echoed in the answer. server → client: `ok`, `error`, `msg`, `gap`,
-//! `pong`.
+//! `pub {channel, data, event?, encoding?}`, `presence {channel}`, `ping`,
+//! `refresh {token}`; each with an optional `ref` echoed in the answer.
+//! server → client: `ok`, `error`, `msg`, `gap`, `pong`, `join`, `leave`.
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -32,6 +32,10 @@ pub enum Request {
     /// A fresh token before the current one expires.
     Refresh {
         token: String,
+    },
+    /// Who is on a channel with presence.
+    Presence {
+        channel: String,
     },
 }
 
@@ -118,6 +122,11 @@ pub fn decode(text: &str) -> Result<(Request, Value), DecodeError> {
             }
         }
         Some("ping") => Request::Ping,
+        Some("presence") => {
+            let f: UnsubFields =
+                serde_json::from_value(value).map_err(|e| fields_error("presence", e))?;
+            Request::Presence { channel: f.channel }
+        }
         Some("refresh") => {
             let f: RefreshFields =
                 serde_json::from_value(value).map_err(|e| fields_error("refresh", e))?;
@@ -127,7 +136,9 @@ pub fn decode(text: &str) -> Result<(Request, Value), DecodeError> {
             return Err(DecodeError {
                 reference,
                 code: "unknown_op",
-                message: format!("unknown op {other:?}; use sub, unsub, pub, ping or refresh"),
+                message: format!(
+                    "unknown op {other:?}; use sub, unsub, pub, presence, ping or refresh"
+                ),
             })
         }
         None => {

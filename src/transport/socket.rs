@@ -11,7 +11,7 @@
 //! gap and deletion reports, the idle timeout and token refresh.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::ControlFlow;
 
 use axum::extract::{ConnectInfo, Query, Request, State};
@@ -20,14 +20,18 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use super::access::Caller;
 use super::protocol::{self, Request as Op};
 use super::publish::{data_from_json, published_json};
 use super::websocket::frame::{self, opcode};
 use super::websocket::{Batch, Close, Handshake, Next, Step, WebSocket};
 use super::{connection_deadline, Context};
 use crate::auth::{AuthError, Credential};
+use crate::engine::subscription::Identity;
 use crate::engine::{Event, Subscription};
 use crate::error::ApiError;
+use crate::hooks::auth::ForwardedHeaders;
+use crate::hub::presence::new_client_id;
 use crate::hub::{ChannelName, Cursor, Draft, EventName, Message, Wire};
 use crate::telemetry::Connection;
 
@@ -54,8 +58,19 @@ pub async fn upgrade(
     {
         return Err(AuthError::Missing.into());
     }
-    let client = super::publish::client_ip(&ctx, peer.ip(), &parts.headers);
-    Ok(handshake.accept(&ctx.clone(), move |socket| serve(ctx, socket, who, client)))
+    let caller = Caller {
+        who,
+        transport: "ws-protocol",
+        client: new_client_id(),
+        ip: super::publish::client_ip(&ctx, peer.ip(), &parts.headers),
+        // Kept for the auth hook only (a cookie can be long).
+        headers: match &ctx.auth_hook {
+            Some(_) => ForwardedHeaders::of(&parts.headers),
+            None => ForwardedHeaders::default(),
+        },
+        poll_credential: None,
+    };
+    Ok(handshake.accept(&ctx.clone(), move |socket| serve(ctx, socket, caller)))
 }
 
 /// Refuses a browser `Origin` not on `--allowed-origins` (403).
@@ -72,20 +87,29 @@ pub fn check_origin(ctx: &Context, headers: &HeaderMap) -> Result<(), ApiError> 
 /// One `/ws` connection's state.
 struct Session {
     subscription: Subscription,
-    who: Credential,
-    peer: IpAddr,
+    caller: Caller,
 }
 
-async fn serve(ctx: Context, mut socket: WebSocket, who: Credential, peer: IpAddr) {
+async fn serve(ctx: Context, mut socket: WebSocket, caller: Caller) {
     let mut connection = Connection::open("socket");
     socket.set_heartbeat(ctx.config.ws_ping_interval, ctx.config.ws_pong_timeout);
-    let (deadline, why) = connection_deadline(&ctx.config, &who);
+    let (deadline, why) = connection_deadline(&ctx.config, &caller.who);
     socket.set_deadline(deadline, why);
     socket.set_idle_timeout(ctx.config.idle_timeout);
+    let queue = ctx.config.queue_limits();
+    let subscription = if ctx.tracks_presence() {
+        let identity = Identity {
+            entry: caller.entry(),
+            linger: None,
+            listen: true,
+        };
+        Subscription::with_identity(ctx.engine.clone(), queue, identity)
+    } else {
+        Subscription::new(ctx.engine.clone(), queue)
+    };
     let mut session = Session {
-        subscription: Subscription::new(ctx.engine.clone(), ctx.config.queue_limits()),
-        who,
-        peer,
+        subscription,
+        caller,
     };
     loop {
         let step = match socket.next(Some(&mut session.subscription)).await {
@@ -173,14 +197,14 @@ async fn apply(
             for channel in &dropped {
                 subscription.remove(channel);
             }
-            session.who = who;
+            session.caller.who = who;
             socket.set_deadline(deadline, why);
             let dropped: Vec<&str> = dropped.iter().map(ChannelName::as_str).collect();
             Ok(Some(json!({ "unsubscribed": dropped })))
         }
         Op::Sub { channel, since } => {
             let channel = ChannelName::parse(&channel)?;
-            super::access::may_subscribe(ctx, &session.who, &channel)?;
+            let entry = super::access::authorize_subscribe(ctx, &session.caller, &channel).await?;
             if !subscription.is_subscribed(&channel)
                 && subscription.len() >= ctx.config.max_subscriptions_per_socket
             {
@@ -196,7 +220,7 @@ async fn apply(
                 Some(raw) => Cursor::parse_since(raw, std::slice::from_ref(&channel))?[0],
                 None => crate::hub::Since::Now,
             };
-            let last = subscription.add(&channel, since).await?;
+            let last = subscription.add_as(&channel, since, entry).await?;
             Ok(Some(
                 json!({ "channel": channel.as_str(), "last_id": last.to_string() }),
             ))
@@ -218,8 +242,8 @@ async fn apply(
             encoding,
         } => {
             let channel = ChannelName::parse(&channel)?;
-            super::access::may_publish_from_client(ctx, &session.who, &channel)?;
-            super::check_publish_rate(ctx, session.peer)?;
+            super::access::authorize_client_publish(ctx, &session.caller, &channel).await?;
+            super::check_publish_rate(ctx, session.caller.ip)?;
             let event = event
                 .filter(|e| !e.is_empty())
                 .map(|e| EventName::parse(&e))
@@ -240,6 +264,12 @@ async fn apply(
             let published = super::publish(ctx, draft).await?;
             Ok(Some(published_json(&published)))
         }
+        Op::Presence { channel } => {
+            let channel = ChannelName::parse(&channel)?;
+            super::access::authorize_subscribe(ctx, &session.caller, &channel).await?;
+            let presence = super::presence::listing(ctx, &channel).await?;
+            Ok(Some(json!({ "presence": presence })))
+        }
         Op::Ping => Ok(None),
     }
 }
@@ -252,6 +282,12 @@ fn add_event(event: Event, batch: &mut Batch) -> ControlFlow<Close> {
             batch.push_message(message_frame(&message), message.published_at_ms)
         }
         Event::Gap(gap) => batch.push(text_frame(protocol::gap(&gap))),
+        Event::Presence(notice) => {
+            let json = &notice.json;
+            batch.push(frame::build(opcode::TEXT, json.len(), |out| {
+                out.extend_from_slice(json)
+            }))
+        }
         Event::Deleted(channel) => {
             let body = json!({ "code": "channel_deleted", "message": format!("channel {channel} was deleted") });
             let mut frame: Value =

@@ -19,12 +19,11 @@ use tokio::time::{interval_at, Instant, Interval};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    connection_deadline, data_as_json_string, write_message_fields, Context, Expiry,
+    connection_deadline, data_as_json_string, write_message_fields, Context, Expiry, Subscriber,
     WRITE_BATCH_BYTES,
 };
-use crate::auth::Credential;
 use crate::engine::{EngineError, Event, Subscription};
-use crate::hub::{ChannelName, Message, Since, Wire};
+use crate::hub::{Message, Movement, Wire};
 use crate::telemetry::Connection;
 
 /// Appends `data:` lines for `text`, splitting on every SSE line ending.
@@ -152,6 +151,14 @@ impl Stream {
                 let data = gap.to_json().to_string();
                 (frame(None, Some("herald.gap"), &data), true)
             }
+            Event::Presence(notice) => {
+                let event = match notice.movement {
+                    Movement::Join => "herald.join",
+                    Movement::Leave => "herald.leave",
+                };
+                let data = std::str::from_utf8(&notice.json).unwrap_or("{}");
+                (frame(None, Some(event), data), true)
+            }
             Event::Deleted(channel) => {
                 self.connection.set_reason("channel_deleted");
                 let data = serde_json::json!({ "channel": channel.as_str(), "reason": "deleted" });
@@ -214,17 +221,18 @@ impl Stream {
 /// Starts an event stream for `channels`.
 pub async fn respond(
     ctx: Context,
-    channels: Vec<ChannelName>,
-    since: Vec<Since>,
+    subscriber: Subscriber,
     envelope: bool,
-    who: Credential,
 ) -> Result<Response, EngineError> {
-    let (deadline, expiry) = connection_deadline(&ctx.config, &who);
+    let (deadline, expiry) = connection_deadline(&ctx.config, &subscriber.caller.who);
+    let channels = &subscriber.channels;
     let subscription = Subscription::open(
         ctx.engine.clone(),
         ctx.config.queue_limits(),
-        &channels,
-        &since,
+        channels,
+        &subscriber.since,
+        subscriber.identity(&ctx, None, true),
+        &subscriber.entries,
     )
     .await?;
     let heartbeat_every = ctx.config.sse_heartbeat.max(Duration::from_millis(100));

@@ -11,20 +11,20 @@
 //! a batch is waiting). RFC 6455 itself (handshake, decoding, control
 //! frames, heartbeat, batching) is `websocket`, shared with `/ws` and the demo.
 
-use std::net::IpAddr;
 use std::ops::ControlFlow;
 
 use axum::http::request::Parts;
 use axum::response::Response;
 use bytes::Bytes;
 
+use super::access::Caller;
 use super::websocket::frame::{self, opcode};
 use super::websocket::{close_code, Batch, Close, Handshake, Next, Step, WebSocket};
-use super::{connection_deadline, Context};
-use crate::auth::Credential;
+use super::{connection_deadline, Context, Subscriber};
 use crate::engine::{Event, Subscription};
 use crate::error::ApiError;
-use crate::hub::{ChannelName, DataKind, Draft, Message, Since, Wire};
+use crate::hooks::HookError;
+use crate::hub::{ChannelName, DataKind, Draft, Message, Wire};
 use crate::telemetry::Connection;
 
 /// Accepts the upgrade after subscribing, so a bad cursor is refused with 400
@@ -32,21 +32,23 @@ use crate::telemetry::Connection;
 pub async fn upgrade(
     ctx: Context,
     mut parts: Parts,
-    channels: Vec<ChannelName>,
-    since: Vec<Since>,
-    who: Credential,
-    peer: IpAddr,
+    subscriber: Subscriber,
 ) -> Result<Response, ApiError> {
     let handshake = Handshake::check(&mut parts)?;
     let subscription = Subscription::open(
         ctx.engine.clone(),
         ctx.config.queue_limits(),
-        &channels,
-        &since,
+        &subscriber.channels,
+        &subscriber.since,
+        subscriber.identity(&ctx, None, false),
+        &subscriber.entries,
     )
     .await?;
+    let Subscriber {
+        channels, caller, ..
+    } = subscriber;
     Ok(handshake.accept(&ctx.clone(), move |socket| {
-        serve(ctx, socket, subscription, channels, who, peer)
+        serve(ctx, socket, subscription, channels, caller)
     }))
 }
 
@@ -55,12 +57,11 @@ async fn serve(
     mut socket: WebSocket,
     mut subscription: Subscription,
     channels: Vec<ChannelName>,
-    who: Credential,
-    peer: IpAddr,
+    caller: Caller,
 ) {
     let mut connection = Connection::open("ws");
     socket.set_heartbeat(ctx.config.ws_ping_interval, ctx.config.ws_pong_timeout);
-    let (deadline, why) = connection_deadline(&ctx.config, &who);
+    let (deadline, why) = connection_deadline(&ctx.config, &caller.who);
     socket.set_deadline(deadline, why);
     loop {
         let step = match socket.next(Some(&mut subscription)).await {
@@ -68,10 +69,10 @@ async fn serve(
             // is open) holds room for a wait or a small handler, and a
             // publish is neither.
             Next::Text(data) => {
-                Box::pin(publish(&ctx, &who, peer, &channels, data, DataKind::Text)).await
+                Box::pin(publish(&ctx, &caller, &channels, data, DataKind::Text)).await
             }
             Next::Binary(data) => {
-                Box::pin(publish(&ctx, &who, peer, &channels, data, DataKind::Binary)).await
+                Box::pin(publish(&ctx, &caller, &channels, data, DataKind::Binary)).await
             }
             Next::Event(event) => {
                 socket
@@ -90,22 +91,31 @@ async fn serve(
 
 async fn publish(
     ctx: &Context,
-    who: &Credential,
-    peer: IpAddr,
+    caller: &Caller,
     channels: &[ChannelName],
     data: Bytes,
     kind: DataKind,
 ) -> Step {
     for channel in channels {
-        if let Err(refused) = super::access::may_publish_from_client(ctx, who, channel) {
-            return Step::Close(Close::new(
-                close_code::POLICY,
-                refused.to_string(),
-                "forbidden",
-            ));
+        match super::access::authorize_client_publish(ctx, caller, channel).await {
+            Ok(()) => {}
+            Err(ApiError::Hook(HookError::Unavailable(why))) => {
+                return Step::Close(Close::new(
+                    close_code::TRY_AGAIN_LATER,
+                    format!("the auth hook is unavailable: {why}"),
+                    "auth_unavailable",
+                ));
+            }
+            Err(refused) => {
+                return Step::Close(Close::new(
+                    close_code::POLICY,
+                    refused.to_string(),
+                    "forbidden",
+                ));
+            }
         }
     }
-    if let Err(limited) = super::check_publish_rate(ctx, peer) {
+    if let Err(limited) = super::check_publish_rate(ctx, caller.ip) {
         return Step::Close(Close::new(
             close_code::TRY_AGAIN_LATER,
             limited.to_string(),
@@ -151,6 +161,8 @@ fn add_event(event: Event, batch: &mut Batch) -> ControlFlow<Close> {
         Event::Gap(gap) => {
             tracing::debug!(channel = %gap.channel, "gap on a raw WebSocket (not reportable in raw mode)");
         }
+        // Raw frames carry messages only; presence is read through the API.
+        Event::Presence(_) => {}
         Event::Deleted(channel) => {
             return ControlFlow::Break(Close::new(
                 close_code::NORMAL,

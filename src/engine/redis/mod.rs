@@ -15,6 +15,7 @@
 //! gap rather than left to guess.
 
 mod listener;
+mod presence;
 mod store;
 pub mod wire;
 
@@ -29,13 +30,15 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use self::listener::Request;
+use self::presence::{ClusterPresence, Swept};
 use self::store::{unavailable, Connection, Snapshot, Store};
 use self::wire::{Entry, Note};
+use super::presence::{ChannelEvent, ChannelEventKind, Presence};
 use super::{Engine, EngineError, EngineTotals};
 use crate::hub::{
     new_epoch, now_ms, ChannelActivity, ChannelInfo, ChannelName, ChannelPolicy, ChannelState,
-    Draft, HistoryLimits, Hub, Message, MessageId, Mirrored, Published, Replay, Since,
-    SubscriberHandle, SubscriberId,
+    Draft, HistoryLimits, Hub, Message, MessageId, Mirrored, Movement, PresenceEntry, Published,
+    Replay, RosterChange, Since, SubscriberHandle, SubscriberId,
 };
 
 /// How to reach Redis.
@@ -72,6 +75,16 @@ struct CopyState {
     early: Vec<Arc<Message>>,
 }
 
+/// A roster change of this node on its way to Redis.
+enum Change {
+    Roster(ChannelName, RosterChange),
+    /// Redis is back: write this node's members and occupancy again.
+    Restore,
+}
+
+/// Roster changes waiting for Redis before new ones are dropped (and logged).
+const PENDING_CHANGES: usize = 65_536;
+
 /// State shared by the engine and its Pub/Sub listener.
 pub struct Shared {
     hub: Hub,
@@ -82,6 +95,15 @@ pub struct Shared {
     /// Subscriber counts last reported to Redis, and when.
     reported: Mutex<HashMap<ChannelName, (usize, u64)>>,
     reporting: AtomicBool,
+    /// This node's members, and the cluster's in Redis.
+    presence: Presence,
+    cluster: ClusterPresence,
+    /// This node's roster changes, written to Redis in order by one task.
+    changes: mpsc::Sender<Change>,
+    /// A heartbeat and sweep of dead nodes is under way.
+    heartbeating: AtomicBool,
+    /// When the last heartbeat started (ms).
+    last_heartbeat_ms: AtomicU64,
 }
 
 /// Channels and history shared through Redis; fan-out through its Pub/Sub.
@@ -95,12 +117,25 @@ impl RedisEngine {
     pub async fn open(
         config: &RedisConfig,
         policy: Arc<ChannelPolicy>,
+        track_occupancy: bool,
     ) -> Result<Self, EngineError> {
         let connection: Connection = store::connect(&config.urls, config.cluster).await?;
         let (requests, queue) = mpsc::channel(1024);
+        let (changes, pending) = mpsc::channel(PENDING_CHANGES);
+        let store = Store::new(connection, config.prefix.clone(), policy.clone());
+        let cluster = ClusterPresence::new(
+            store.connection(),
+            store.prefix().to_owned(),
+            store.node().to_owned(),
+        );
         let shared = Arc::new(Shared {
             hub: Hub::with_policy(policy.clone()),
-            store: Store::new(connection, config.prefix.clone(), policy),
+            presence: Presence::new(policy, track_occupancy),
+            cluster,
+            changes,
+            heartbeating: AtomicBool::new(false),
+            last_heartbeat_ms: AtomicU64::new(0),
+            store,
             copies: DashMap::new(),
             listener: requests,
             listening: AtomicBool::new(false),
@@ -112,6 +147,7 @@ impl RedisEngine {
             config.urls.clone(),
             queue,
         ));
+        tokio::spawn(share_changes(Arc::downgrade(&shared), pending));
         if !shared.store.ping().await {
             tracing::warn!("Redis does not answer yet; publishes fail with 503 until it does");
         }
@@ -128,6 +164,29 @@ fn message_of(channel: &ChannelName, epoch: u64, entry: Entry) -> Arc<Message> {
         entry.kind,
         entry.published_at_ms,
     ))
+}
+
+/// Writes this node's roster changes to Redis in the order they happened,
+/// retrying while Redis is away, and reports the events Redis says are
+/// this node's to report.
+async fn share_changes(shared: std::sync::Weak<Shared>, mut pending: mpsc::Receiver<Change>) {
+    while let Some(change) = pending.recv().await {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            match shared.share(&change).await {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::debug!(%error, "could not share a presence change; retrying");
+                }
+            }
+            drop(shared);
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
 }
 
 /// The seq after which a copy rebuilt from `snapshot` continues.
@@ -297,6 +356,109 @@ impl Shared {
         Err(unavailable("the channel kept changing while it was read"))
     }
 
+    /// Tells this node's subscribers of its own joins and leaves at once,
+    /// and queues every change for Redis.
+    fn changed(&self, channel: &ChannelName, changes: Vec<RosterChange>) {
+        for change in changes {
+            match &change {
+                RosterChange::Join(entry) => {
+                    self.presence
+                        .tell(&self.hub, channel, Movement::Join, entry)
+                }
+                RosterChange::Leave(entry) => {
+                    self.presence
+                        .tell(&self.hub, channel, Movement::Leave, entry)
+                }
+                _ => {}
+            }
+            if self
+                .changes
+                .try_send(Change::Roster(channel.clone(), change))
+                .is_err()
+            {
+                tracing::warn!(%channel, "too many presence changes waiting for Redis; one dropped");
+            }
+        }
+    }
+
+    /// Writes one change to Redis and emits the events it turns out to be.
+    async fn share(&self, change: &Change) -> Result<(), EngineError> {
+        let cluster = &self.cluster;
+        let emit = |kind, channel: &ChannelName, entry: Option<&PresenceEntry>| {
+            self.presence.emit(ChannelEvent::new(kind, channel, entry));
+        };
+        match change {
+            Change::Roster(channel, RosterChange::Occupied) => {
+                if cluster.occupy(channel).await? {
+                    emit(ChannelEventKind::Occupied, channel, None);
+                }
+            }
+            Change::Roster(channel, RosterChange::Vacated) => {
+                if cluster.vacate(channel, cluster.node()).await? {
+                    emit(ChannelEventKind::Vacated, channel, None);
+                }
+            }
+            Change::Roster(channel, RosterChange::Join(entry)) => {
+                cluster.join(channel, entry).await?;
+                emit(ChannelEventKind::Join, channel, Some(entry));
+            }
+            Change::Roster(channel, RosterChange::Leave(entry)) => {
+                if cluster.leave(channel, entry).await? {
+                    emit(ChannelEventKind::Leave, channel, Some(entry));
+                }
+            }
+            Change::Restore => {
+                for channel in self.presence.occupied() {
+                    cluster.occupy(&channel).await?;
+                    for entry in self.presence.members(&channel) {
+                        cluster.restore(&channel, &entry).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Renews this node's heartbeat and removes dead nodes' members, every
+    /// few seconds, one at a time.
+    fn heartbeat(self: &Arc<Self>, now: u64) {
+        let every = presence::HEARTBEAT_EVERY.as_millis() as u64;
+        if now.saturating_sub(self.last_heartbeat_ms.load(Ordering::Relaxed)) < every
+            || self.heartbeating.swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+        self.last_heartbeat_ms.store(now, Ordering::Relaxed);
+        let shared = self.clone();
+        tokio::spawn(async move {
+            let channels = shared.presence.occupied();
+            let swept = match shared.cluster.heartbeat(&channels).await {
+                Ok(()) => shared.cluster.sweep_dead().await,
+                Err(error) => Err(error),
+            };
+            match swept {
+                Ok(swept) => {
+                    for (channel, swept) in swept {
+                        let event = match &swept {
+                            Swept::Left(entry) => {
+                                shared
+                                    .presence
+                                    .tell(&shared.hub, &channel, Movement::Leave, entry);
+                                ChannelEvent::new(ChannelEventKind::Leave, &channel, Some(entry))
+                            }
+                            Swept::Vacated => {
+                                ChannelEvent::new(ChannelEventKind::Vacated, &channel, None)
+                            }
+                        };
+                        shared.presence.emit(event);
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "presence heartbeat failed"),
+            }
+            shared.heartbeating.store(false, Ordering::SeqCst);
+        });
+    }
+
     /// A note from the listener.
     fn note(self: &Arc<Self>, channel: &ChannelName, payload: &[u8]) {
         let note = match wire::note(payload) {
@@ -308,6 +470,16 @@ impl Shared {
         };
         match note {
             Note::Deleted => self.forget_deleted(channel),
+            Note::Presence {
+                movement,
+                node,
+                entry,
+            } => {
+                // The node it happened on told its own subscribers already.
+                if node != self.cluster.node() {
+                    self.presence.tell(&self.hub, channel, movement, &entry);
+                }
+            }
             Note::Message { epoch, entry } => {
                 let Some(copy) = self.copies.get(channel).map(|c| c.value().clone()) else {
                     return;
@@ -389,6 +561,9 @@ impl Shared {
     /// The Pub/Sub connection is up (again): every copy reads what it missed.
     fn connected(self: &Arc<Self>) {
         self.listening.store(true, Ordering::SeqCst);
+        if !self.presence.is_empty() {
+            let _ = self.changes.try_send(Change::Restore);
+        }
         let shared = self.clone();
         tokio::spawn(async move {
             // The command connection may still hold a socket to the Redis
@@ -644,6 +819,40 @@ impl Engine for RedisEngine {
         let now = now_ms();
         self.shared.sweep(now);
         self.shared.report_subscribers(now);
+        for (channel, change) in self.shared.presence.expire() {
+            self.shared.changed(&channel, vec![change]);
+        }
+        self.shared.heartbeat(now);
+    }
+
+    async fn hold(
+        &self,
+        channel: &ChannelName,
+        entry: &Arc<PresenceEntry>,
+    ) -> Result<(), EngineError> {
+        let changes = self.shared.presence.hold(channel, entry);
+        self.shared.changed(channel, changes);
+        Ok(())
+    }
+
+    fn release(&self, channel: &ChannelName, client: &Arc<str>, linger: Option<Duration>) {
+        let changes = self.shared.presence.release(channel, client, linger);
+        self.shared.changed(channel, changes);
+    }
+
+    async fn presence(
+        &self,
+        channel: &ChannelName,
+    ) -> Result<Option<Vec<Arc<PresenceEntry>>>, EngineError> {
+        if !self.shared.presence.listed(channel) {
+            return Ok(None);
+        }
+        let listed = self.shared.cluster.list(channel).await?;
+        Ok(Some(listed.into_iter().map(Arc::new).collect()))
+    }
+
+    fn channel_events(&self) -> tokio::sync::broadcast::Receiver<ChannelEvent> {
+        self.shared.presence.subscribe()
     }
 
     fn channel_count(&self) -> usize {

@@ -190,6 +190,20 @@ impl Store {
         }
     }
 
+    /// The command connection (cheap to clone: calls share its sockets).
+    pub fn connection(&self) -> Connection {
+        self.connection.clone()
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// This node's name in Redis.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     pub fn keys(&self, channel: &ChannelName) -> Keys {
         Keys::new(&self.prefix, channel)
     }

@@ -9,12 +9,16 @@
 //! newlines are always separators. A Stream entry holds `d` (data), `e`
 //! (event), `t` (publish time), `w` (weight) and, for binary data only,
 //! `k` = `b`.
+//!
+//! A join or leave is `p\nj\nNODE\nENTRY` or `p\nl\nNODE\nENTRY`: the node
+//! it happened on (which told its own subscribers already) and the presence
+//! entry as JSON, also what the channel's presence hash holds per client.
 
 use bytes::Bytes;
 use redis::Value;
 use thiserror::Error;
 
-use crate::hub::{DataKind, EventName};
+use crate::hub::{DataKind, EventName, Movement, PresenceEntry};
 
 /// A Pub/Sub note or Stream entry that herald did not write.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -34,8 +38,75 @@ pub struct Entry {
 /// A note from the node that changed a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Note {
-    Message { epoch: u64, entry: Entry },
+    Message {
+        epoch: u64,
+        entry: Entry,
+    },
     Deleted,
+    /// Someone joined or left on `node`.
+    Presence {
+        movement: Movement,
+        node: String,
+        entry: PresenceEntry,
+    },
+}
+
+/// A presence entry as stored in Redis: the entry and the node holding it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredEntry {
+    pub client: String,
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<serde_json::Value>,
+    pub transport: String,
+    pub node: String,
+}
+
+impl StoredEntry {
+    pub fn new(entry: &PresenceEntry, node: &str) -> Self {
+        Self {
+            client: entry.client.to_string(),
+            user: entry.user.clone(),
+            info: entry.info.clone(),
+            transport: entry.transport.to_owned(),
+            node: node.to_owned(),
+        }
+    }
+
+    pub fn entry(&self) -> PresenceEntry {
+        PresenceEntry {
+            client: self.client.as_str().into(),
+            user: self.user.clone(),
+            info: self.info.clone(),
+            transport: transport_name(&self.transport),
+        }
+    }
+}
+
+/// The transport names an entry may carry (anything else reads as `ws`).
+fn transport_name(name: &str) -> &'static str {
+    match name {
+        "ws-protocol" => "ws-protocol",
+        "sse" => "sse",
+        "poll" => "poll",
+        _ => "ws",
+    }
+}
+
+/// Parses a stored presence entry (a hash value or a note's body).
+pub fn stored_entry(raw: &[u8]) -> Result<StoredEntry, WireError> {
+    serde_json::from_slice(raw).map_err(|_| WireError("a presence entry"))
+}
+
+/// Encodes a join or leave note.
+pub fn presence_note(movement: Movement, stored: &StoredEntry) -> Vec<u8> {
+    let kind = match movement {
+        Movement::Join => "j",
+        Movement::Leave => "l",
+    };
+    let mut out = format!("p\n{kind}\n{}\n", stored.node).into_bytes();
+    serde_json::to_writer(&mut out, stored).expect("writing JSON to a Vec cannot fail");
+    out
 }
 
 fn number(raw: &[u8], radix: u32) -> Result<u64, WireError> {
@@ -59,6 +130,22 @@ fn event(raw: &[u8]) -> Result<Option<EventName>, WireError> {
 pub fn note(payload: &[u8]) -> Result<Note, WireError> {
     if payload.starts_with(b"d\n") {
         return Ok(Note::Deleted);
+    }
+    if let Some(body) = payload.strip_prefix(b"p\n") {
+        let mut parts = body.splitn(3, |b| *b == b'\n');
+        let mut next = || parts.next().ok_or(WireError("a complete presence note"));
+        let movement = match next()? {
+            b"j" => Movement::Join,
+            b"l" => Movement::Leave,
+            _ => return Err(WireError("a presence movement")),
+        };
+        let node = String::from_utf8(next()?.to_vec()).map_err(|_| WireError("a node"))?;
+        let entry = stored_entry(next()?)?.entry();
+        return Ok(Note::Presence {
+            movement,
+            node,
+            entry,
+        });
     }
     let (body, kind) = if let Some(body) = payload.strip_prefix(b"m\n") {
         (body, DataKind::Text)
@@ -156,6 +243,27 @@ fn entry(item: &Value) -> Result<Entry, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_presence_note_round_trips() {
+        let entry = PresenceEntry {
+            client: "c1\n".into(),
+            user: Some("ann".into()),
+            info: Some(serde_json::json!({"name": "Ann\nB"})),
+            transport: "sse",
+        };
+        let stored = StoredEntry::new(&entry, "node1");
+        let note = note(&presence_note(Movement::Leave, &stored)).unwrap();
+        assert_eq!(
+            note,
+            Note::Presence {
+                movement: Movement::Leave,
+                node: "node1".into(),
+                entry
+            }
+        );
+        assert!(super::note(b"p\nx\nn\n{}").is_err());
+    }
 
     fn sample(data: &[u8], event: Option<&str>, kind: DataKind) -> Entry {
         Entry {
