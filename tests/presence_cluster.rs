@@ -140,8 +140,17 @@ async fn every_node_lists_every_clients_and_a_killed_node_drops_out() {
     // (A node's webhook batch waits up to a second: let node three's go out
     // before it dies, or its joins die with it.)
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while events.lock().iter().filter(|e| e["type"] == "presence.join").count() < 4 {
-        assert!(tokio::time::Instant::now() < deadline, "joins never reported");
+    while events
+        .lock()
+        .iter()
+        .filter(|e| e["type"] == "presence.join")
+        .count()
+        < 4
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "joins never reported"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     three.kill().await;

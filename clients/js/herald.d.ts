@@ -43,6 +43,32 @@ export interface HeraldGap {
   first_id?: string;
 }
 
+/** One subscription present on a channel. */
+export interface PresenceClient {
+  client: string;
+  user: string | null;
+  info?: unknown;
+  transport: 'ws' | 'ws-protocol' | 'sse' | 'poll' | string;
+}
+
+/** Who is on a channel with presence. */
+export interface Presence {
+  channel: string;
+  /** Connections. */
+  count: number;
+  /** Distinct non-null users. */
+  users: number;
+  clients: PresenceClient[];
+}
+
+/** Someone joined or left a channel with `join_leave = true`. */
+export interface PresenceEvent {
+  channel: string;
+  client: string;
+  user: string | null;
+  info: unknown;
+}
+
 export type HeraldStateName = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
 
 export interface HeraldState {
@@ -96,7 +122,10 @@ export class Herald {
   on(event: 'state', fn: (state: HeraldState) => void): this;
   on(event: 'gap', fn: (gap: HeraldGap) => void): this;
   on(event: 'error', fn: (error: HeraldError) => void): this;
-  off(event: 'state' | 'gap' | 'error', fn: (...args: any[]) => void): this;
+  on(event: 'join' | 'leave', fn: (event: PresenceEvent) => void): this;
+  off(event: 'state' | 'gap' | 'error' | 'join' | 'leave', fn: (...args: any[]) => void): this;
+  /** Who is on `channel` (over /ws when connected there, else GET /pub/{channel}/presence). */
+  presence(channel: string): Promise<Presence>;
   close(): void;
 }
 

@@ -99,6 +99,9 @@ export class Herald {
     this.transport = null;
     this.state = 'idle';
     this._online = () => this._reconnectNow();
+    // This client's id while long polling, so the server keeps it one
+    // presence member from poll to poll.
+    this._pollClient = Math.random().toString(36).slice(2, 12) + Date.now().toString(36);
     if (typeof addEventListener === 'function') addEventListener('online', this._online);
   }
 
@@ -144,7 +147,31 @@ export class Herald {
     return response.json();
   }
 
-  /** Listens for 'state' ({transport, state}), 'gap' (gap object) or 'error' ({code, message, channel?}). */
+  /**
+   * Who is on `channel` (a channel with presence): resolves to
+   * `{channel, count, users, clients: [{client, user, info, transport}]}`.
+   * Asked over the /ws connection when that is the transport in use (any
+   * client allowed to subscribe may ask), else over HTTP
+   * (`GET /pub/{channel}/presence`, which needs publish rights).
+   */
+  async presence(channel) {
+    const connection = this._connection;
+    if (connection && typeof connection.request === 'function') {
+      const answer = await connection.request({ op: 'presence', channel });
+      if (answer) return answer.presence;
+    }
+    const headers = await this._authHeaders();
+    const response = await fetch(`${this.url}/pub/${encodeURIComponent(channel)}/presence`, { headers });
+    if (!response.ok) throw await httpError(response);
+    return response.json();
+  }
+
+  /**
+   * Listens for 'state' ({transport, state}), 'gap' (gap object), 'error'
+   * ({code, message, channel?}), and 'join' / 'leave' ({channel, client,
+   * user, info}: someone came to or left a channel with join_leave, over
+   * WebSocket or SSE).
+   */
   on(event, fn) {
     if (!this._listeners.has(event)) this._listeners.set(event, new Set());
     this._listeners.get(event).add(fn);
@@ -366,6 +393,9 @@ class WebSocketConnection {
       clearTimeout(connectTimer);
       clearInterval(this.pinger);
       if (this.ws) { this.ws.onclose = null; try { this.ws.close(); } catch (e) { /* already closed */ } }
+      // Questions asked on this socket get no answer now: let them ask again over HTTP.
+      for (const request of this.pending.values()) if (request.resolve) request.resolve(null);
+      this.pending.clear();
       if (!this.stopped) ended(isOpen);
     };
     this.finish = finish;
@@ -409,6 +439,11 @@ class WebSocketConnection {
     const c = this.client;
     const request = this.pending.get(frame.ref);
     if (request) this.pending.delete(frame.ref);
+    if (request && request.resolve) {
+      if (frame.op === 'error') request.reject(Object.assign(new Error(frame.error.message), frame.error));
+      else request.resolve(frame);
+      return;
+    }
     switch (frame.op) {
       case 'msg':
         if (this.subscribed.has(frame.channel)) c._deliver(frame);
@@ -418,6 +453,10 @@ class WebSocketConnection {
           this.lastOk.set(frame.channel, frame.last_id);
           c._position(frame.channel, frame.last_id);
         }
+        break;
+      case 'join':
+      case 'leave':
+        if (this.subscribed.has(frame.channel)) c._emit(frame.op, presenceEvent(frame));
         break;
       case 'gap':
         c._gap(frame);
@@ -443,6 +482,16 @@ class WebSocketConnection {
       default:
         break;
     }
+  }
+
+  /** Sends `frame` and resolves to its answer (null when the socket is not open). */
+  request(frame) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return Promise.resolve(null);
+    return new Promise((resolve, reject) => {
+      const ref = ++this.ref;
+      this.pending.set(ref, { op: frame.op, channel: frame.channel, resolve, reject });
+      this.ws.send(JSON.stringify({ ...frame, ref }));
+    });
   }
 
   send(frame) {
@@ -528,6 +577,13 @@ class EventStreamConnection {
       // The stream's last id is its cursor where the gap happened: resume from there.
       c._position(gap.channel, parseCursor(event.lastEventId, names).get(gap.channel), true);
     });
+    for (const kind of ['join', 'leave']) {
+      source.addEventListener(`herald.${kind}`, (event) => {
+        let frame;
+        try { frame = JSON.parse(event.data); } catch (e) { return; }
+        c._emit(kind, presenceEvent(frame));
+      });
+    }
     source.addEventListener('herald.closed', (event) => {
       let info = {};
       try { info = JSON.parse(event.data); } catch (e) { /* no details */ }
@@ -546,6 +602,11 @@ class EventStreamConnection {
 }
 
 /** A long-poll loop: hold a GET until news, then ask again from `next`. */
+/** A join or leave as handed to 'join' / 'leave' listeners. */
+function presenceEvent(frame) {
+  return { channel: frame.channel, client: frame.client, user: frame.user ?? null, info: frame.info ?? null };
+}
+
 class PollConnection {
   constructor(client) {
     this.client = client;
@@ -567,7 +628,7 @@ class PollConnection {
         // The first poll does not wait: it proves the transport works and
         // learns every new channel's position at once.
         const wait = isOpen ? pollTimeout : 0;
-        const query = `transport=poll&timeout=${wait}${cursor ? `&since=${encodeURIComponent(cursor)}` : ''}`;
+        const query = `transport=poll&timeout=${wait}&client=${c._pollClient}${cursor ? `&since=${encodeURIComponent(cursor)}` : ''}`;
         const started = Date.now();
         const deadline = setTimeout(() => this.abort.abort(), wait * 1000 + connectTimeout);
         let body;

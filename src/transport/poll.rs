@@ -163,7 +163,11 @@ pub async fn respond(
         queue,
         &subscriber.channels,
         &subscriber.since,
-        subscriber.identity(&ctx, Some(linger), false),
+        // A poll that does not wait (`timeout=0`) only peeks at positions, as
+        // herald.js does before opening a stream: it is nobody's presence.
+        subscriber
+            .identity(&ctx, Some(linger), false)
+            .filter(|_| !options.timeout.is_zero()),
         &subscriber.entries,
     )
     .await?;

@@ -444,3 +444,61 @@ test("an option passed as undefined takes its default, and binary stays binary",
   assert.equal(outcome.binary, true);
   assert.deepEqual(outcome.bytes, [97, 98, 99]);
 });
+
+// Presence (DESIGN §8): a channel with presence and join_leave, from a
+// TOML file the test writes.
+async function presenceHerald() {
+  const { mkdtempSync, writeFileSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const dir = mkdtempSync(join(tmpdir(), "herald-js-presence-"));
+  const file = join(dir, "herald.toml");
+  writeFileSync(file, '[[channels]]\npattern = "room.*"\npresence = true\njoin_leave = true\n');
+  return herald(["--config", file]);
+}
+
+for (const transport of TRANSPORTS) {
+  test(`presence and join/leave over ${transport}`, async () => {
+    const base = await presenceHerald();
+    const { page, pageErrors } = await clientPage(base, { channels: ["room.js"], options: { transports: [transport] } });
+    await page.evaluate(() => {
+      window.moves = [];
+      window.h.on("join", (e) => window.moves.push(["join", e]));
+      window.h.on("leave", (e) => window.moves.push(["leave", e]));
+    });
+    await waitForSubscribers(base, "room.js", 1);
+    // A second client, over WebSocket.
+    const { page: other } = await clientPage(base, { channels: ["room.js"], options: { transports: ["websocket"] } });
+    await waitForSubscribers(base, "room.js", 2);
+    const listing = await page.evaluate(async () => {
+      // Polls come and go: ask until both clients are listed.
+      for (;;) {
+        const p = await window.h.presence("room.js");
+        if (p.count === 2) return p;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    });
+    assert.equal(listing.channel, "room.js");
+    const kinds = listing.clients.map((c) => c.transport).sort();
+    const own = { websocket: "ws-protocol", sse: "sse", poll: "poll" }[transport];
+    assert.deepEqual(kinds, [own, "ws-protocol"].sort());
+    await other.close();
+    if (transport === "poll") {
+      // Long polls carry messages only: no join or leave events, though
+      // presence sees the other client go.
+      await page.evaluate(async () => {
+        while ((await window.h.presence("room.js")).count !== 1) await new Promise((r) => setTimeout(r, 50));
+      });
+      assert.deepEqual(await page.evaluate(() => window.moves), []);
+    } else {
+      await page.waitForFunction(() => window.moves.some(([kind]) => kind === "leave"), null, { timeout: WAIT_MS });
+      const moves = await page.evaluate(() => window.moves);
+      assert.deepEqual(moves.map(([kind]) => kind), ["join", "leave"]);
+      assert.equal(moves[0][1].channel, "room.js");
+      assert.equal(moves[0][1].client, moves[1][1].client);
+      assert.equal(moves[0][1].user, null);
+    }
+    assert.deepEqual(pageErrors, []);
+    await page.close();
+  });
+}
