@@ -20,10 +20,13 @@ use herald::hub::ChannelRule;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
+/// A webhook batch as received: parsed, its signature header, its raw body.
+type Batch = (Value, Option<String>, Vec<u8>);
+
 #[derive(Default)]
 struct Backend {
     questions: Mutex<Vec<Value>>,
-    batches: Mutex<Vec<(Value, Option<String>, Vec<u8>)>>,
+    batches: Mutex<Vec<Batch>>,
     /// Webhook requests to fail before answering 200.
     fail_webhooks: Mutex<usize>,
 }

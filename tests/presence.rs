@@ -12,7 +12,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use futures_util::SinkExt;
 use herald::hub::ChannelRule;
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
