@@ -142,3 +142,34 @@ test("the console is usable at phone width", async () => {
   assert.deepEqual(problems, []);
   await page.close();
 });
+
+test("the console shows who is on a channel with presence, and their joins and leaves live", async () => {
+  const { mkdtempSync, writeFileSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const dir = mkdtempSync(join(tmpdir(), "herald-console-presence-"));
+  const file = join(dir, "herald.toml");
+  writeFileSync(file, '[[channels]]\npattern = "room.*"\npresence = true\njoin_leave = true\n');
+  const own = await startHerald(["--config", file]);
+  try {
+    const console1 = await browser.newPage();
+    await console1.goto(`${own.url}/`);
+    await console1.fill("#channels", "room.console");
+    await console1.selectOption("#transport", "websocket");
+    await console1.click("#subscribe");
+    await textIn(console1, "#presence", /room\.console: 1 connection \(1 anonymous\)/);
+    const console2 = await browser.newPage();
+    await console2.goto(`${own.url}/`);
+    await console2.fill("#channels", "room.console");
+    await console2.selectOption("#transport", "sse");
+    await console2.click("#subscribe");
+    await textIn(console1, "#presence", /room\.console: 2 connections \(2 anonymous\)/);
+    await console1.locator("#log tr.info", { hasText: "joined" }).waitFor({ timeout: WAIT_MS });
+    await console2.close();
+    await console1.locator("#log tr.info", { hasText: "left" }).waitFor({ timeout: WAIT_MS });
+    await textIn(console1, "#presence", /room\.console: 1 connection \(1 anonymous\)/);
+    await console1.close();
+  } finally {
+    own.child.kill();
+  }
+});
