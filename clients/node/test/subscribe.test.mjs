@@ -182,3 +182,30 @@ test('a bad channel is refused', async () => {
   const sub = new Herald(open.url).subscribe('no spaces allowed');
   await refused(sub.ready, 'bad_channel', null);
 });
+
+test('presence lists a subscriber with its token\'s user and info', async () => {
+  const { mkdtempSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = mkdtempSync(join(tmpdir(), 'herald-node-presence-'));
+  const file = join(dir, 'herald.toml');
+  writeFileSync(file, '[[channels]]\npattern = "room.*"\npresence = true\n');
+  const server = await startHerald(['--config', file, '--publish-key', PUBLISH_KEY, '--jwt-secret', JWT_SECRET]);
+  try {
+    const token = makeToken(JWT_SECRET, 'ann', { subscribe: ['room.*'], info: { name: 'Ann' } });
+    const client = new Herald(server.url, { token });
+    const sub = client.subscribe('room.node');
+    await within(WAIT_MS, 'the subscription', sub.ready);
+    const backend = new Herald(server.url, { token: PUBLISH_KEY });
+    const presence = await backend.presence('room.node');
+    assert.equal(presence.channel, 'room.node');
+    assert.equal(presence.count, 1);
+    assert.equal(presence.users, 1);
+    assert.equal(presence.clients[0].user, 'ann');
+    assert.deepEqual(presence.clients[0].info, { name: 'Ann' });
+    assert.equal(presence.clients[0].transport, 'ws-protocol');
+    sub.close();
+  } finally {
+    await server.stop();
+  }
+});

@@ -7,7 +7,7 @@ import asyncio
 from typing import List, Union
 
 import pytest
-from conftest import JWT_SECRET, PUBLISH_KEY, Server
+from conftest import JWT_SECRET, PUBLISH_KEY, Server, start_herald, stop_herald
 from proxy import Proxy
 
 from herald_client import AsyncHerald, Gap, HeraldError, Message, Subscription, make_token
@@ -41,7 +41,7 @@ async def test_async_twin(herald: Server, channel: str) -> None:
         assert info["messages"] == 3 and info["last_id"] == batch[-1]["id"]
         with pytest.raises(HeraldError) as e:
             await h.presence(channel)
-        assert e.value.status == 404 and e.value.code != "http_error"  # a code from herald's JSON body
+        assert (e.value.status, e.value.code) == (404, "presence_off")
         assert (await h.delete(channel))["deleted"] is True
         with pytest.raises(HeraldError) as e:
             await h.publish("bad/channel", "x")
@@ -190,3 +190,28 @@ async def test_a_bad_channel_is_refused(herald: Server) -> None:
             async with h.subscribe("no spaces allowed"):
                 pass
     assert e.value.code == "bad_channel"
+
+
+async def test_presence_lists_a_subscriber_with_its_token_user_and_info(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "herald.toml"
+    config.write_text('[[channels]]\npattern = "room.*"\npresence = true\n')
+    server = start_herald("--config", str(config), "--publish-key", PUBLISH_KEY, "--jwt-secret", JWT_SECRET)
+    try:
+        token = make_token(JWT_SECRET, "ann", subscribe=["room.*"], info={"name": "Ann"})
+        async with AsyncHerald(server.url, token=PUBLISH_KEY) as backend, AsyncHerald(
+            server.url, token=token
+        ) as h, h.subscribe("room.py") as sub:
+            # The subscription connects in the background: wait (bounded) for it.
+            for _ in range(100):
+                if (await backend.presence("room.py"))["count"] == 1:
+                    break
+                await asyncio.sleep(0.05)
+            presence = await backend.presence("room.py")
+            assert presence["channel"] == "room.py"
+            assert (presence["count"], presence["users"]) == (1, 1)
+            client = presence["clients"][0]
+            assert client["user"] == "ann" and client["info"] == {"name": "Ann"}
+            assert client["transport"] == "ws-protocol"
+            assert sub is not None
+    finally:
+        stop_herald(server)
