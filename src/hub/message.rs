@@ -4,11 +4,12 @@
 //! to each subscriber's queue. Transports turn it into bytes on a wire; each
 //! wire format is encoded at most once per message (the first subscriber that
 //! needs it fills the slot) and then shared, so fan-out to N subscribers costs
-//! one encoding, not N.
-
-use std::sync::OnceLock;
+//! one encoding, not N. The slots themselves are made on first use: a
+//! message kept in history that nobody has received carries one pointer for
+//! them, and a delivered one a slot per wire format actually used.
 
 use bytes::Bytes;
+use once_cell::race::OnceBox;
 
 use super::id::MessageId;
 use super::name::{ChannelName, EventName};
@@ -50,16 +51,22 @@ pub enum DataKind {
 pub struct Message {
     pub channel: ChannelName,
     pub id: MessageId,
-    pub event: Option<EventName>,
+    /// Boxed: a thin pointer, so the many messages without an event name
+    /// keep the struct in a smaller allocation (those with one pay 16 bytes).
+    pub event: Option<Box<EventName>>,
     pub data: Bytes,
     /// Whether `data` is text: published as text and valid UTF-8 (text
     /// frames, plain JSON strings), else binary (binary frames, base64).
     pub is_text: bool,
     /// Wall-clock publish time in Unix milliseconds, for age trimming and latency.
     pub published_at_ms: u64,
-    id_text: Box<str>,
-    encoded: [OnceLock<Bytes>; WIRE_COUNT],
+    /// Encodings per wire format, allocated by the first delivery.
+    encoded: OnceBox<Encodings>,
 }
+
+/// One slot per wire format, each filled (and allocated) on first use.
+#[derive(Debug, Default)]
+struct Encodings([OnceBox<Bytes>; WIRE_COUNT]);
 
 impl Message {
     pub fn new(
@@ -74,18 +81,18 @@ impl Message {
         Self {
             channel,
             id,
-            event,
+            event: event.map(Box::new),
             data,
             is_text,
             published_at_ms,
-            id_text: id.to_string().into_boxed_str(),
-            encoded: Default::default(),
+            encoded: OnceBox::new(),
         }
     }
 
-    /// The id as clients see it.
-    pub fn id_text(&self) -> &str {
-        &self.id_text
+    /// The id as clients see it (made when an encoding needs it: not kept,
+    /// since every wire format that shows it is itself encoded once).
+    pub fn id_text(&self) -> String {
+        self.id.to_string()
     }
 
     /// Text or binary, as delivered (text that is not UTF-8 is binary).
@@ -113,8 +120,8 @@ impl Message {
 
     /// This message in `wire` format, encoded by `encode` the first time only.
     pub fn encoded(&self, wire: Wire, encode: impl FnOnce(&Message) -> Bytes) -> Bytes {
-        self.encoded[wire as usize]
-            .get_or_init(|| encode(self))
+        self.encoded.get_or_init(Box::default).0[wire as usize]
+            .get_or_init(|| Box::new(encode(self)))
             .clone()
     }
 }
@@ -134,4 +141,46 @@ pub fn now_ms() -> u64 {
         (wall_ms, std::time::Instant::now())
     });
     wall_ms + at.elapsed().as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_message_is_small() {
+        // With its Arc's two counters: 112 bytes, the allocator's 112-byte
+        // class. Its encodings are allocated by the first delivery.
+        assert!(
+            std::mem::size_of::<Message>() <= 96,
+            "{}",
+            std::mem::size_of::<Message>()
+        );
+    }
+
+    #[test]
+    fn each_wire_format_is_encoded_once() {
+        let message = Message::new(
+            ChannelName::parse("a").unwrap(),
+            MessageId::new(1, 1),
+            None,
+            Bytes::from_static(b"x"),
+            DataKind::Text,
+            0,
+        );
+        let mut calls = 0;
+        let first = message.encoded(Wire::PollObject, |_| {
+            calls += 1;
+            Bytes::from_static(b"one")
+        });
+        let again = message.encoded(Wire::PollObject, |_| {
+            calls += 1;
+            Bytes::from_static(b"two")
+        });
+        assert_eq!(
+            (first, again, calls),
+            (Bytes::from_static(b"one"), Bytes::from_static(b"one"), 1)
+        );
+        assert_eq!(message.id_text(), "1-1");
+    }
 }

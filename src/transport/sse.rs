@@ -95,9 +95,9 @@ fn envelope_data(message: &Message) -> String {
 /// where the id is the message's own.
 pub fn message_frame(message: &Message, envelope: bool, cursor: Option<&str>) -> Bytes {
     match (envelope, cursor) {
-        (false, None) => message.encoded(Wire::EventStream, |m| plain_frame(Some(m.id_text()), m)),
+        (false, None) => message.encoded(Wire::EventStream, |m| plain_frame(Some(&m.id_text()), m)),
         (true, None) => message.encoded(Wire::EnvelopeStream, |m| {
-            frame(Some(m.id_text()), None, &envelope_data(m))
+            frame(Some(&m.id_text()), None, &envelope_data(m))
         }),
         (false, Some(cursor)) => {
             let body = message.encoded(Wire::EventStreamBody, |m| plain_frame(None, m));
