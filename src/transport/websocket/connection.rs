@@ -217,7 +217,10 @@ impl WebSocket {
 
     /// Writes one whole frame.
     pub async fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
-        self.io.write_all(frame).await
+        self.io.write_all(frame).await?;
+        // A no-op on TCP; a stream that buffers (TLS under the upgrade)
+        // sends what it holds now rather than with the next frame.
+        self.io.flush().await
     }
 
     /// Writes `text` as one text frame.
@@ -285,7 +288,7 @@ impl WebSocket {
     /// allows (a lone frame with `send`, which costs less in the kernel than `writev`).
     async fn write(&mut self, batch: &Batch) -> std::io::Result<()> {
         if let Some(only) = &batch.only {
-            return self.io.write_all(only).await;
+            return self.send(only).await;
         }
         let mut slices: Vec<IoSlice<'_>> = batch.frames.iter().map(|f| IoSlice::new(f)).collect();
         let mut parts = &mut slices[..];
@@ -296,7 +299,7 @@ impl WebSocket {
             }
             IoSlice::advance_slices(&mut parts, n);
         }
-        Ok(())
+        self.io.flush().await
     }
 }
 
