@@ -40,6 +40,8 @@ const WRITE_BATCH_MESSAGES: usize = 64;
 /// An open WebSocket, server side.
 pub struct WebSocket {
     io: TokioIo<Upgraded>,
+    /// permessage-deflate was negotiated.
+    deflate: bool,
     read: BytesMut,
     decoder: Decoder,
     watch: Watch,
@@ -100,12 +102,24 @@ pub enum Step {
 
 impl WebSocket {
     /// A WebSocket over `upgraded` that fails any message over
-    /// `max_message` bytes and closes with 1012 on `shutdown`.
-    pub(super) fn new(upgraded: Upgraded, max_message: usize, shutdown: CancellationToken) -> Self {
+    /// `max_message` bytes (inflated, with `deflate`) and closes with 1012
+    /// on `shutdown`.
+    pub(super) fn new(
+        upgraded: Upgraded,
+        max_message: usize,
+        shutdown: CancellationToken,
+        deflate: bool,
+    ) -> Self {
+        let decoder = if deflate {
+            Decoder::with_deflate(max_message)
+        } else {
+            Decoder::new(max_message)
+        };
         Self {
             io: TokioIo::new(upgraded),
+            deflate,
             read: BytesMut::with_capacity(READ_BUFFER),
-            decoder: Decoder::new(max_message),
+            decoder,
             watch: Watch::new(shutdown),
         }
     }
@@ -265,7 +279,10 @@ impl WebSocket {
         first: Event,
         mut add: impl FnMut(Event, &mut Batch) -> ControlFlow<Close>,
     ) -> Step {
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            deflate: self.deflate,
+            ..Batch::default()
+        };
         let mut event = Some(first);
         let mut then = Step::Continue;
         while let Some(current) = event.take() {
@@ -306,6 +323,8 @@ impl WebSocket {
 /// Frames gathered for one write. Most wakes carry one message, which
 /// needs no list.
 pub struct Batch {
+    /// The socket negotiated permessage-deflate: message frames may be compressed.
+    deflate: bool,
     only: Option<Bytes>,
     frames: Vec<Bytes>,
     bytes: usize,
@@ -317,6 +336,7 @@ pub struct Batch {
 impl Default for Batch {
     fn default() -> Self {
         Self {
+            deflate: false,
             only: None,
             frames: Vec::new(),
             bytes: 0,
@@ -327,6 +347,11 @@ impl Default for Batch {
 }
 
 impl Batch {
+    /// Whether message frames for this socket may be the compressed ones.
+    pub fn deflate(&self) -> bool {
+        self.deflate
+    }
+
     /// Adds a frame for this socket alone (an answer, a gap report).
     pub fn push(&mut self, frame: Bytes) {
         self.bytes += frame.len();
