@@ -74,11 +74,14 @@ pub struct Spec {
     pub wsproto_url: String,
     pub channel: String,
     pub dialect: PollDialect,
+    /// Raw WebSocket subscribers offer permessage-deflate.
+    pub ws_deflate: bool,
 }
 
 /// A subscriber that is connected and subscribed.
 pub enum Connected {
     Ws(Box<Socket>),
+    Deflate(Box<super::rawws::DeflateSocket>),
     Sse(BoxStream<'static, Result<eventsource_stream::Event, String>>),
     Poll(Poller),
     Wsproto(Box<Socket>),
@@ -99,6 +102,17 @@ impl Spec {
     /// Connects and subscribes.
     pub async fn connect(&self, client: &reqwest::Client) -> Result<Connected, BenchError> {
         match self.transport {
+            Transport::Ws if self.ws_deflate => {
+                let url = super::target::to_ws(&self.url);
+                let socket = super::rawws::DeflateSocket::connect(&url).await?;
+                if !socket.negotiated {
+                    return Err(BenchError::connect(
+                        &url,
+                        "permessage-deflate not negotiated",
+                    ));
+                }
+                Ok(Connected::Deflate(Box::new(socket)))
+            }
             Transport::Ws => {
                 let url = super::target::to_ws(&self.url);
                 Ok(Connected::Ws(Box::new(websocket(&url).await?)))
@@ -205,6 +219,25 @@ impl Connected {
                     }
                     Some(Ok(_)) => {}
                     Some(Err(_)) => {
+                        t.errors += 1;
+                        t.dropped = true;
+                        break;
+                    }
+                }
+            },
+            Connected::Deflate(mut socket) => loop {
+                let received = tokio::select! {
+                    biased;
+                    received = socket.next() => received,
+                    _ = stop.cancelled() => break,
+                };
+                match received {
+                    Ok(super::rawws::Received::Data(data)) => t.data(&data, h, s),
+                    Ok(super::rawws::Received::Closed) => {
+                        t.dropped = true;
+                        break;
+                    }
+                    Err(_) => {
                         t.errors += 1;
                         t.dropped = true;
                         break;
