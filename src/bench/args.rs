@@ -169,6 +169,10 @@ pub struct FanoutArgs {
     /// permessage-deflate and inflate what arrives compressed.
     #[arg(long)]
     pub ws_deflate: bool,
+    /// Raw WebSocket subscribers use the same minimal client as --ws-deflate
+    /// without offering compression (the baseline for wire bytes).
+    #[arg(long, conflicts_with = "ws_deflate")]
+    pub ws_raw: bool,
 }
 
 /// Options of `herald bench idle`.

@@ -159,6 +159,10 @@ pub async fn run(args: &FanoutArgs) -> Result<Report, BenchError> {
         report.throughput = report.delivered as f64 / report.elapsed_s;
     }
     report.latency_us = latency.percentiles();
+    if report.delivered > 0 {
+        report.wire_bytes_per_delivery =
+            shared.wire_bytes.load(Ordering::Relaxed) as f64 / report.delivered as f64;
+    }
     if let (Some(before), Some(connected), Some(after)) = (before, connected, after) {
         report.server = Some(ServerCost::from_samples(
             before,
@@ -199,6 +203,7 @@ fn connect_all(
                 channel: channel.clone(),
                 dialect: args.poll_dialect,
                 ws_deflate: args.ws_deflate,
+                ws_raw: args.ws_raw,
             };
             let client = clients[(i / per_client).min(clients.len() - 1)].clone();
             let (gate, ready_tx) = (gate.clone(), ready_tx.clone());

@@ -17,10 +17,6 @@ pub struct Usage {
     pub cpu_s: f64,
     /// VmRSS, in KiB.
     pub rss_kib: u64,
-    /// Bytes the process handed to write-like system calls (`wchar` of
-    /// `/proc/PID/io`: sockets included), 0 when it cannot be read.
-    #[serde(default)]
-    pub written_bytes: u64,
 }
 
 impl Usage {
@@ -31,10 +27,6 @@ impl Usage {
         Ok(Self {
             cpu_s: cpu_seconds(&stat).ok_or_else(|| bad(pid, "stat"))?,
             rss_kib: rss_kib(&status).ok_or_else(|| bad(pid, "status"))?,
-            written_bytes: read(pid, "io")
-                .ok()
-                .and_then(|io| written_bytes(&io))
-                .unwrap_or(0),
         })
     }
 }
@@ -71,11 +63,6 @@ fn cpu_seconds(stat: &str) -> Option<f64> {
     Some((utime + stime) as f64 / TICKS_PER_SECOND)
 }
 
-fn written_bytes(io: &str) -> Option<u64> {
-    let line = io.lines().find(|l| l.starts_with("wchar:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 fn rss_kib(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
@@ -90,7 +77,6 @@ mod tests {
         let stat = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
         assert_eq!(cpu_seconds(stat), Some(3.0));
         assert_eq!(rss_kib("Name:\tx\nVmRSS:\t  10240 kB\n"), Some(10240));
-        assert_eq!(written_bytes("rchar: 5\nwchar: 777\n"), Some(777));
     }
 
     #[test]

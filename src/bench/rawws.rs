@@ -20,6 +20,8 @@ pub struct DeflateSocket {
     buf: BytesMut,
     /// The server accepted the offer.
     pub negotiated: bool,
+    /// Bytes read off the socket since the last [`DeflateSocket::take_read_bytes`].
+    read_bytes: u64,
 }
 
 /// A data message's payload, inflated.
@@ -29,8 +31,9 @@ pub enum Received {
 }
 
 impl DeflateSocket {
-    /// Connects to `url` (ws://, loopback) and upgrades, offering deflate.
-    pub async fn connect(url: &str) -> Result<Self, BenchError> {
+    /// Connects to `url` (ws://, loopback) and upgrades, offering deflate
+    /// when `offer`.
+    pub async fn connect(url: &str, offer: bool) -> Result<Self, BenchError> {
         let addr = super::target::socket_addr(url)?;
         let parsed = super::target::check_loopback(url)?;
         let mut path = parsed.path().to_owned();
@@ -43,8 +46,12 @@ impl DeflateSocket {
         let _ = tcp.set_nodelay(true);
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-             Sec-WebSocket-Extensions: {OFFER}\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
+            if offer {
+                format!("Sec-WebSocket-Extensions: {OFFER}\r\n")
+            } else {
+                String::new()
+            }
         );
         tcp.write_all(request.as_bytes())
             .await
@@ -79,7 +86,13 @@ impl DeflateSocket {
             tcp,
             buf,
             negotiated,
+            read_bytes: 0,
         })
+    }
+
+    /// Bytes read off the socket since the last call.
+    pub fn take_read_bytes(&mut self) -> u64 {
+        std::mem::take(&mut self.read_bytes)
     }
 
     /// The next data message (pings answered, other control frames skipped).
@@ -100,9 +113,11 @@ impl DeflateSocket {
                 }
                 continue;
             }
-            if self.tcp.read_buf(&mut self.buf).await? == 0 {
+            let n = self.tcp.read_buf(&mut self.buf).await?;
+            if n == 0 {
                 return Ok(Received::Closed);
             }
+            self.read_bytes += n as u64;
         }
     }
 

@@ -52,6 +52,10 @@ pub struct Report {
     /// `elapsed_s` means the generator, not the server, was the limit.
     #[serde(default)]
     pub client_cpu_s: f64,
+    /// Bytes read off the sockets per delivery by raw WebSocket subscribers
+    /// (`--ws-raw`, `--ws-deflate`): frame headers and (compressed) payloads.
+    #[serde(default)]
+    pub wire_bytes_per_delivery: f64,
 }
 
 /// The server's CPU and memory over the run (from `--server-pid`).
@@ -69,11 +73,6 @@ pub struct ServerCost {
     pub rss_after_kib: u64,
     /// (RSS connected − RSS before) / connections, bytes.
     pub rss_per_connection_bytes: f64,
-    /// Bytes the server wrote during the measured phase per delivery (or
-    /// publish, or round trip): what goes on the wire, TLS and compression
-    /// included; 0 when `/proc/PID/io` cannot be read.
-    #[serde(default)]
-    pub written_bytes_per_unit: f64,
 }
 
 impl ServerCost {
@@ -97,11 +96,6 @@ impl ServerCost {
             rss_before_kib: before.rss_kib,
             rss_connected_kib: connected.rss_kib,
             rss_after_kib: after.rss_kib,
-            written_bytes_per_unit: if work > 0 {
-                after.written_bytes.saturating_sub(connected.written_bytes) as f64 / work as f64
-            } else {
-                0.0
-            },
             rss_per_connection_bytes: if connections > 0 {
                 (connected.rss_kib as f64 - before.rss_kib as f64) * 1024.0 / connections as f64
             } else {
@@ -190,9 +184,11 @@ impl Report {
                 "server RSS per connection",
                 format!("{:.0} B", s.rss_per_connection_bytes),
             ));
+        }
+        if self.wire_bytes_per_delivery > 0.0 {
             rows.push((
-                "server bytes written per unit",
-                format!("{:.1} B", s.written_bytes_per_unit),
+                "wire bytes per delivery",
+                format!("{:.1} B", self.wire_bytes_per_delivery),
             ));
         }
         rows.push(("generator CPU", format!("{:.2} s", self.client_cpu_s)));
@@ -250,17 +246,14 @@ mod tests {
                 Usage {
                     cpu_s: 1.0,
                     rss_kib: 1000,
-                    written_bytes: 0,
                 },
                 Usage {
                     cpu_s: 1.0,
                     rss_kib: 1010,
-                    written_bytes: 0,
                 },
                 Usage {
                     cpu_s: 1.5,
                     rss_kib: 1010,
-                    written_bytes: 0,
                 },
                 10,
                 100,
