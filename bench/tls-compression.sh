@@ -5,7 +5,7 @@
 # directory (openssl, see tests/tls.rs) and a release build.
 # One server per mode run; prints the JSON lines.
 set -u
-H=/work/wt-tls/target/release/herald
+H=${HERALD_BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/release/herald}
 start() {
   $H serve --listen 127.0.0.1:0 --listen tls://127.0.0.1:0 --tls-cert cert.pem --tls-key key.pem --log-level error > out.txt 2>err.txt &
   echo $! > pid
