@@ -82,7 +82,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = herald::http::start(config)
         .await
         .context("could not start the server")?;
-    println!("herald listening on http://{}", server.addr);
+    for listen in &server.listeners {
+        let scheme = if listen.tls { "https" } else { "http" };
+        println!("herald listening on {scheme}://{}", listen.addr);
+    }
     let stop = server.shutdown_token();
     tokio::spawn(async move {
         signals.next().await;

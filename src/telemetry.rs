@@ -82,6 +82,12 @@ pub const ENGINE_OPERATIONS: [&str; 1] = ["publish"];
 /// [`crate::error::CODES`] of refused requests (`herald_rejected_total`).
 pub const CONNECTION_REFUSALS: [&str; 2] = ["connection_rate_limited", "too_many_connections"];
 
+/// Outcomes of a TLS handshake (`herald_tls_handshakes_total`).
+pub const TLS_HANDSHAKE_RESULTS: [&str; 3] = ["ok", "failed", "timeout"];
+
+/// Outcomes of a certificate reload (`herald_tls_reloads_total`).
+pub const TLS_RELOAD_RESULTS: [&str; 2] = ["ok", "failed"];
+
 /// Gap reasons (`herald_gaps_total`).
 const GAP_REASONS: [GapReason; 2] = [GapReason::Trimmed, GapReason::Epoch];
 
@@ -173,6 +179,12 @@ fn register_known_series() {
     for reason in GAP_REASONS {
         counter!("herald_gaps_total", "reason" => reason.as_str()).absolute(0);
     }
+    for result in TLS_HANDSHAKE_RESULTS {
+        counter!("herald_tls_handshakes_total", "result" => result).absolute(0);
+    }
+    for result in TLS_RELOAD_RESULTS {
+        counter!("herald_tls_reloads_total", "result" => result).absolute(0);
+    }
     for operation in ENGINE_OPERATIONS {
         counter!("herald_engine_errors_total", "operation" => operation).absolute(0);
     }
@@ -193,6 +205,7 @@ fn register_known_series() {
         "herald_publishes_total",
         "herald_published_bytes_total",
         "herald_subscriber_lag_total",
+        "herald_ws_compressed_total",
     ] {
         counter!(name).absolute(0);
     }
@@ -275,6 +288,18 @@ fn describe() {
         "herald_webhook_events_dropped_total",
         "Channel events never delivered to the webhook, by reason."
     );
+    describe_counter!(
+        "herald_tls_handshakes_total",
+        "TLS handshakes on tls:// listeners, by result (ok, failed, timeout)."
+    );
+    describe_counter!(
+        "herald_tls_reloads_total",
+        "Certificate reloads after a file change or SIGHUP, by result."
+    );
+    describe_counter!(
+        "herald_ws_compressed_total",
+        "WebSocket connections that negotiated permessage-deflate."
+    );
     describe_gauge!(
         "herald_ready",
         "1 while the node is ready (engine reachable, not shutting down), as /readyz answers; else 0."
@@ -328,6 +353,22 @@ pub fn published(bytes: usize) {
 /// Records an engine failure during `operation`.
 pub fn engine_error(operation: &'static str) {
     counter!("herald_engine_errors_total", "operation" => operation).increment(1);
+}
+
+/// Records the end of a TLS handshake (`ok`, `failed` or `timeout`).
+pub fn tls_handshake(result: &'static str) {
+    counter!("herald_tls_handshakes_total", "result" => result).increment(1);
+}
+
+/// Records a certificate reload that succeeded or failed.
+pub fn certificate_reload(ok: bool) {
+    let result = if ok { "ok" } else { "failed" };
+    counter!("herald_tls_reloads_total", "result" => result).increment(1);
+}
+
+/// Records a WebSocket that negotiated permessage-deflate.
+pub fn ws_compressed() {
+    counter!("herald_ws_compressed_total").increment(1);
 }
 
 /// Records a refused request.

@@ -57,6 +57,12 @@ pub struct Common {
     /// Print one JSON line instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// For https:// targets: accept any server certificate (a self-signed test certificate).
+    #[arg(long)]
+    pub insecure: bool,
+    /// For https:// targets: trust this CA certificate (PEM) besides the system's.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
 }
 
 /// How a fan-out subscriber connects.
@@ -82,6 +88,15 @@ impl Transport {
             Transport::Wsproto => "wsproto",
         }
     }
+}
+
+/// The body of a fan-out message after its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PayloadKind {
+    /// `x` repeated to the size.
+    X,
+    /// JSON records to the size.
+    Json,
 }
 
 /// How a long-poll client asks for the next message.
@@ -139,6 +154,25 @@ pub struct FanoutArgs {
     /// How long to wait for deliveries after the last publish.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub drain: Duration,
+    /// SSE and long-poll subscribers over HTTP/2 (https:// targets, ALPN h2),
+    /// up to --h2-streams of them sharing each connection.
+    #[arg(long)]
+    pub http2: bool,
+    /// Subscribers per HTTP/2 connection with --http2.
+    #[arg(long, default_value_t = 100)]
+    pub h2_streams: usize,
+    /// What follows each message's `seq:send_time:` header: `x` repeated, or
+    /// a JSON document of quote-like records (for compression runs).
+    #[arg(long, value_enum, default_value_t = PayloadKind::X)]
+    pub payload: PayloadKind,
+    /// Raw WebSocket subscribers (--transport ws, ws:// targets) offer
+    /// permessage-deflate and inflate what arrives compressed.
+    #[arg(long)]
+    pub ws_deflate: bool,
+    /// Raw WebSocket subscribers use the same minimal client as --ws-deflate
+    /// without offering compression (the baseline for wire bytes).
+    #[arg(long, conflicts_with = "ws_deflate")]
+    pub ws_raw: bool,
 }
 
 /// Options of `herald bench idle`.

@@ -45,10 +45,18 @@ pub async fn run(args: &FanoutArgs) -> Result<Report, BenchError> {
         None => wsproto_url(&args.common.sub_url)?,
     };
     let names = channel_names(args.common.channel_prefix.as_deref(), args.channels);
-    let client = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .build()
-        .map_err(BenchError::Http)?;
+    let client = super::target::http_client(&args.common, false)?;
+    // Subscriber clients: one per --h2-streams subscribers over HTTP/2 (each
+    // keeps one connection and multiplexes its streams on it), else one
+    // HTTP/1.1 client whose pool opens a connection per stream.
+    let per_client = if args.http2 {
+        args.h2_streams.max(1)
+    } else {
+        args.subscribers.max(1)
+    };
+    let subscriber_clients = (0..args.subscribers.div_ceil(per_client))
+        .map(|_| super::target::http_client(&args.common, args.http2))
+        .collect::<Result<Vec<_>, _>>()?;
     let pid = args.common.server_pid;
     let before = procfs::sample(pid)?;
 
@@ -58,7 +66,14 @@ pub async fn run(args: &FanoutArgs) -> Result<Report, BenchError> {
         .map(|_| Arc::new(AtomicU64::new(0)))
         .collect();
     let subscribers = connect_all(
-        args, &sub, &wsproto, &names, &client, &highest, &shared, &stop,
+        args,
+        &sub,
+        &wsproto,
+        &names,
+        &subscriber_clients,
+        &highest,
+        &shared,
+        &stop,
     );
     let (tasks, mut ready) = subscribers;
     let outcome = async {
@@ -144,6 +159,10 @@ pub async fn run(args: &FanoutArgs) -> Result<Report, BenchError> {
         report.throughput = report.delivered as f64 / report.elapsed_s;
     }
     report.latency_us = latency.percentiles();
+    if report.delivered > 0 {
+        report.wire_bytes_per_delivery =
+            shared.wire_bytes.load(Ordering::Relaxed) as f64 / report.delivered as f64;
+    }
     if let (Some(before), Some(connected), Some(after)) = (before, connected, after) {
         report.server = Some(ServerCost::from_samples(
             before,
@@ -166,11 +185,12 @@ fn connect_all(
     sub: &Template,
     wsproto: &str,
     names: &[String],
-    client: &reqwest::Client,
+    clients: &[reqwest::Client],
     highest: &[Arc<AtomicU64>],
     shared: &Arc<Shared>,
     stop: &CancellationToken,
 ) -> (Vec<JoinHandle<Option<Tally>>>, Ready) {
+    let per_client = args.subscribers.div_ceil(clients.len().max(1)).max(1);
     let (ready_tx, ready) = mpsc::channel(args.subscribers);
     let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let tasks = (0..args.subscribers)
@@ -182,8 +202,11 @@ fn connect_all(
                 wsproto_url: wsproto.to_owned(),
                 channel: channel.clone(),
                 dialect: args.poll_dialect,
+                ws_deflate: args.ws_deflate,
+                ws_raw: args.ws_raw,
             };
-            let (client, gate, ready_tx) = (client.clone(), gate.clone(), ready_tx.clone());
+            let client = clients[(i / per_client).min(clients.len() - 1)].clone();
+            let (gate, ready_tx) = (gate.clone(), ready_tx.clone());
             let (highest, shared, stop) = (highest[i].clone(), shared.clone(), stop.clone());
             tokio::spawn(async move {
                 let connected = {
@@ -323,6 +346,7 @@ async fn publish_and_drain(
             stride: channels as u64,
             rate: args.rate,
             size: args.size,
+            json: args.payload == super::args::PayloadKind::Json,
             max_lag: args.max_lag,
             listeners,
             published: counters[c].clone(),
@@ -378,6 +402,8 @@ struct ChannelPublisher {
     stride: u64,
     rate: f64,
     size: usize,
+    /// JSON bodies rather than `x` (`--payload json`).
+    json: bool,
     max_lag: u64,
     /// The highest sequence number each subscriber of the channel has seen.
     listeners: Vec<Arc<AtomicU64>>,
@@ -423,7 +449,11 @@ impl ChannelPublisher {
                 break;
             }
             let sent_us = due_us.unwrap_or_else(payload::now_us);
-            let data = payload::encode(seq, sent_us, self.size);
+            let data = if self.json {
+                payload::encode_json(seq, sent_us, self.size)
+            } else {
+                payload::encode(seq, sent_us, self.size)
+            };
             let response = self.client.post(&self.url).body(data).send().await?;
             let status = response.status();
             if !status.is_success() {

@@ -20,6 +20,7 @@ pub mod payload;
 pub mod plot;
 pub mod procfs;
 pub mod publish;
+pub mod rawws;
 pub mod report;
 pub mod stats;
 pub mod subscriber;

@@ -22,6 +22,39 @@ pub fn encode(seq: u64, sent_us: u64, size: usize) -> String {
 }
 
 /// The sequence number and send time in `data`, or `None` if it is not a bench message.
+/// Like [`encode`], but what follows the header is a JSON document of
+/// quote-like records whose numbers vary with `seq` (a typical push
+/// payload, compressible as real JSON is rather than as a run of `x`).
+pub fn encode_json(seq: u64, sent_us: u64, size: usize) -> String {
+    let mut data = format!("{seq}:{sent_us}:{{\"items\":[");
+    let mut state = seq
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut i = 0u64;
+    while data.len() + 2 < size {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let r = state >> 33;
+        if i > 0 {
+            data.push(',');
+        }
+        data.push_str(&format!(
+            "{{\"symbol\":\"SYM{}\",\"bid\":{}.{:02},\"ask\":{}.{:02},\"size\":{},\"venue\":\"{}\"}}",
+            r % 500,
+            100 + r % 50,
+            r % 100,
+            100 + r % 50,
+            (r >> 7) % 100,
+            r % 1000,
+            ["XNAS", "XNYS", "BATS", "ARCX"][(r % 4) as usize]
+        ));
+        i += 1;
+    }
+    data.push_str("]}");
+    data
+}
+
 pub fn decode(data: &[u8]) -> Option<(u64, u64)> {
     let mut parts = data.splitn(3, |b| *b == b':');
     let seq = number(parts.next()?)?;

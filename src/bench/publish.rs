@@ -36,10 +36,7 @@ pub async fn run(args: &PublishArgs) -> Result<Report, BenchError> {
     let publ = Template::parse(&args.common.pub_url)?;
     let names = channel_names(args.common.channel_prefix.as_deref(), args.publishers);
     let deadline = Instant::now() + args.common.duration;
-    let client = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .build()
-        .map_err(BenchError::Http)?;
+    let client = super::target::http_client(&args.common, false)?;
     let pid = args.common.server_pid;
     let before = procfs::sample(pid)?;
     let done = Arc::new(AtomicU64::new(0));

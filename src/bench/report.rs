@@ -52,6 +52,10 @@ pub struct Report {
     /// `elapsed_s` means the generator, not the server, was the limit.
     #[serde(default)]
     pub client_cpu_s: f64,
+    /// Bytes read off the sockets per delivery by raw WebSocket subscribers
+    /// (`--ws-raw`, `--ws-deflate`): frame headers and (compressed) payloads.
+    #[serde(default)]
+    pub wire_bytes_per_delivery: f64,
 }
 
 /// The server's CPU and memory over the run (from `--server-pid`).
@@ -179,6 +183,12 @@ impl Report {
             rows.push((
                 "server RSS per connection",
                 format!("{:.0} B", s.rss_per_connection_bytes),
+            ));
+        }
+        if self.wire_bytes_per_delivery > 0.0 {
+            rows.push((
+                "wire bytes per delivery",
+                format!("{:.1} B", self.wire_bytes_per_delivery),
             ));
         }
         rows.push(("generator CPU", format!("{:.2} s", self.client_cpu_s)));

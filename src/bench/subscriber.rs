@@ -35,6 +35,8 @@ pub struct Shared {
     pub received: AtomicU64,
     /// When the last message arrived, µs since the epoch.
     pub last_receive_us: AtomicU64,
+    /// Bytes raw WebSocket subscribers read off their sockets.
+    pub wire_bytes: AtomicU64,
 }
 
 /// What one subscriber saw.
@@ -74,11 +76,16 @@ pub struct Spec {
     pub wsproto_url: String,
     pub channel: String,
     pub dialect: PollDialect,
+    /// Raw WebSocket subscribers offer permessage-deflate.
+    pub ws_deflate: bool,
+    /// Raw WebSocket subscribers use the minimal client without the offer.
+    pub ws_raw: bool,
 }
 
 /// A subscriber that is connected and subscribed.
 pub enum Connected {
     Ws(Box<Socket>),
+    Deflate(Box<super::rawws::DeflateSocket>),
     Sse(BoxStream<'static, Result<eventsource_stream::Event, String>>),
     Poll(Poller),
     Wsproto(Box<Socket>),
@@ -99,6 +106,17 @@ impl Spec {
     /// Connects and subscribes.
     pub async fn connect(&self, client: &reqwest::Client) -> Result<Connected, BenchError> {
         match self.transport {
+            Transport::Ws if self.ws_deflate || self.ws_raw => {
+                let url = super::target::to_ws(&self.url);
+                let socket = super::rawws::DeflateSocket::connect(&url, self.ws_deflate).await?;
+                if self.ws_deflate && !socket.negotiated {
+                    return Err(BenchError::connect(
+                        &url,
+                        "permessage-deflate not negotiated",
+                    ));
+                }
+                Ok(Connected::Deflate(Box::new(socket)))
+            }
             Transport::Ws => {
                 let url = super::target::to_ws(&self.url);
                 Ok(Connected::Ws(Box::new(websocket(&url).await?)))
@@ -205,6 +223,27 @@ impl Connected {
                     }
                     Some(Ok(_)) => {}
                     Some(Err(_)) => {
+                        t.errors += 1;
+                        t.dropped = true;
+                        break;
+                    }
+                }
+            },
+            Connected::Deflate(mut socket) => loop {
+                let received = tokio::select! {
+                    biased;
+                    received = socket.next() => received,
+                    _ = stop.cancelled() => break,
+                };
+                s.wire_bytes
+                    .fetch_add(socket.take_read_bytes(), Ordering::Relaxed);
+                match received {
+                    Ok(super::rawws::Received::Data(data)) => t.data(&data, h, s),
+                    Ok(super::rawws::Received::Closed) => {
+                        t.dropped = true;
+                        break;
+                    }
+                    Err(_) => {
                         t.errors += 1;
                         t.dropped = true;
                         break;

@@ -104,6 +104,32 @@ pub fn socket_addr(url: &str) -> Result<std::net::SocketAddr, BenchError> {
     Ok(std::net::SocketAddr::new(ip, port))
 }
 
+/// The HTTP client of a run: `https://` targets trusted per `--insecure` /
+/// `--ca`; HTTP/2 (ALPN h2, prior knowledge on http://) with `http2`,
+/// else HTTP/1.1 only, so that an https:// run without `--http2` measures
+/// HTTP/1.1 over TLS.
+pub fn http_client(common: &super::Common, http2: bool) -> Result<reqwest::Client, BenchError> {
+    let mut builder = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .use_rustls_tls();
+    if common.insecure {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    if let Some(path) = &common.ca {
+        let pem = std::fs::read(path)
+            .map_err(|e| BenchError::Options(format!("--ca {}: {e}", path.display())))?;
+        let ca = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| BenchError::Options(format!("--ca {}: {e}", path.display())))?;
+        builder = builder.add_root_certificate(ca);
+    }
+    builder = if http2 {
+        builder.http2_prior_knowledge()
+    } else {
+        builder.http1_only()
+    };
+    builder.build().map_err(BenchError::Http)
+}
+
 /// Channel names for one run: `prefix` (or a fresh random one) followed by
 /// an index. Letters, digits and `_` only, which every server accepts (Nchan's
 /// example locations match `\w+`).

@@ -238,12 +238,22 @@ fn check_entries(entries: Vec<(String, Entry)>, path: &Path) -> Result<usize, Co
             cmd.mut_arg(id, |arg| arg.env(None::<&str>))
         })
     });
-    command
+    let matches = command
         .try_get_matches_from(args)
         .map_err(|e| ConfigFileError::BadValue {
             path: path.to_owned(),
             message: e.kind().to_string() + ": " + e.to_string().lines().next().unwrap_or_default(),
         })?;
+    // Rules between options that clap does not express (a tls:// address
+    // and the certificate files go together).
+    let bad = |message: String| ConfigFileError::BadValue {
+        path: path.to_owned(),
+        message,
+    };
+    if let Some(("serve", serve)) = matches.subcommand() {
+        let args = ServeArgs::from_arg_matches(serve).map_err(|e| bad(e.to_string()))?;
+        args.listeners().map_err(|e| bad(e.to_string()))?;
+    }
     Ok(entries.len())
 }
 

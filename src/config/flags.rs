@@ -2,11 +2,11 @@
 //! variable and its TOML key, the flag's name with underscores), and how they
 //! resolve into the [`ServerConfig`] every layer reads.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
 
+use super::listen::{Listen, Listeners, TlsFiles};
 use super::units::{parse_duration, parse_size};
 use super::ServerConfig;
 use crate::auth::{Auth, AuthSetupError, JwtKey};
@@ -20,9 +20,39 @@ pub struct ServeArgs {
     /// flags and HERALD_* variables take precedence over it.
     #[arg(long, env = "HERALD_CONFIG")]
     pub config: Option<std::path::PathBuf>,
-    /// Address and port to listen on.
-    #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// Address and port to listen on; repeatable or comma-separated. An
+    /// address written tls://HOST:PORT serves HTTPS and WSS (HTTP/2 by ALPN)
+    /// with --tls-cert and --tls-key.
+    #[arg(
+        long,
+        env = "HERALD_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_delimiter = ','
+    )]
+    pub listen: Vec<Listen>,
+    /// Certificate chain (PEM) of the tls:// listeners; reloaded when the file
+    /// changes or on SIGHUP.
+    #[arg(
+        long,
+        env = "HERALD_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of the tls:// listeners.
+    #[arg(
+        long,
+        env = "HERALD_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// How often the certificate and key files are checked for changes.
+    #[arg(long, env = "HERALD_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+    /// Do not offer permessage-deflate (RFC 7692) to WebSocket clients.
+    #[arg(long, env = "HERALD_NO_WS_COMPRESSION")]
+    pub no_ws_compression: bool,
     /// Keep history on disk in DIR: every acknowledged publish survives restarts and kill -9.
     #[arg(
         long,
@@ -179,6 +209,24 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The listening addresses and the TLS files, checked against each
+    /// other: a tls:// address needs the files, the files need a tls:// address.
+    pub fn listeners(&self) -> Result<(Listeners, Option<TlsFiles>), ConfigError> {
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        let listen = Listeners::new(self.listen.clone()).ok_or(ConfigError::NoListener)?;
+        match (listen.any_tls(), tls.is_some()) {
+            (true, false) => Err(ConfigError::TlsWithoutCertificate),
+            (false, true) => Err(ConfigError::CertificateWithoutTls),
+            _ => Ok((listen, tls)),
+        }
+    }
+
     /// The server configuration these options describe (reads the JWT key file).
     pub fn into_config(self) -> Result<ServerConfig, ConfigError> {
         let channel_rules = match &self.config {
@@ -190,8 +238,12 @@ impl ServeArgs {
             (None, Some(path)) => Some(JwtKey::public_key_file(path)?),
             (None, None) => None,
         };
+        let (listen, tls) = self.listeners()?;
         Ok(ServerConfig {
-            listen: self.listen,
+            listen,
+            tls,
+            tls_reload_interval: self.tls_reload_interval,
+            ws_compression: !self.no_ws_compression,
             history: HistoryLimits {
                 max_messages: self.history_size,
                 max_bytes: self.history_bytes,
@@ -275,6 +327,12 @@ pub enum ConfigError {
     Auth(#[from] AuthSetupError),
     #[error(transparent)]
     File(#[from] super::file::ConfigFileError),
+    #[error("--listen names no address")]
+    NoListener,
+    #[error("a tls:// listener needs --tls-cert and --tls-key")]
+    TlsWithoutCertificate,
+    #[error("--tls-cert and --tls-key are given but no --listen address is tls://HOST:PORT")]
+    CertificateWithoutTls,
 }
 
 /// The default `--max-connections` for an open-file limit of `nofile`: a

@@ -8,11 +8,12 @@ pub mod channels;
 pub mod cli;
 pub mod file;
 pub mod flags;
+pub mod listen;
 pub mod units;
 
+pub use listen::{Listen, Listeners, TlsFiles};
 pub use units::{parse_duration, parse_size};
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,14 @@ use crate::proxy::TrustedProxies;
 /// Everything `herald serve` can be told.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub listen: SocketAddr,
+    /// Every address to listen on, plain or TLS.
+    pub listen: Listeners,
+    /// Certificate and key of the TLS listeners.
+    pub tls: Option<TlsFiles>,
+    /// How often the TLS files are checked for changes (SIGHUP checks at once).
+    pub tls_reload_interval: Duration,
+    /// Offer permessage-deflate to WebSocket clients that ask for it.
+    pub ws_compression: bool,
     pub history: HistoryLimits,
     /// Largest message accepted, in bytes.
     pub max_message_size: usize,
@@ -98,7 +106,10 @@ pub struct AuthHookSettings {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)).into(),
+            tls: None,
+            tls_reload_interval: Duration::from_secs(5),
+            ws_compression: true,
             history: HistoryLimits::default(),
             max_message_size: 64 * 1024,
             subscriber_queue: 1024,
@@ -138,14 +149,13 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// The warning to log when this configuration exposes an open server.
     pub fn exposure_warning(&self) -> Option<String> {
-        (!self.listen.ip().is_loopback() && !self.auth.enabled()).then(|| {
-            format!(
-                "LISTENING ON {} WITH NO AUTH: anyone who can reach this port can publish and \
-                 subscribe to every channel. Set --publish-key and --jwt-secret (or \
-                 --jwt-public-key) before exposing herald.",
-                self.listen
-            )
-        })
+        let exposed = self.listen.iter().find(|l| !l.addr.ip().is_loopback());
+        let exposed = exposed.filter(|_| !self.auth.enabled())?;
+        Some(format!(
+            "LISTENING ON {exposed} WITH NO AUTH: anyone who can reach this port can publish and \
+             subscribe to every channel. Set --publish-key and --jwt-secret (or \
+             --jwt-public-key) before exposing herald."
+        ))
     }
 
     /// The part of the configuration an engine is opened from.
@@ -195,7 +205,7 @@ mod tests {
     fn an_open_server_beyond_loopback_is_warned_about() {
         let mut config = ServerConfig::default();
         assert!(config.exposure_warning().is_none());
-        config.listen = "0.0.0.0:8080".parse().unwrap();
+        config.listen = "127.0.0.1:80,tls://0.0.0.0:8443".parse().unwrap();
         assert!(config.exposure_warning().unwrap().contains("NO AUTH"));
         config.auth.publish_key = Some("k".into());
         assert!(config.exposure_warning().is_none());

@@ -7,9 +7,10 @@
 //! `GET /sub/...` asking for Server-Sent Events, the head is parsed here, the
 //! request goes through the same router (CORS, auth, limits, errors), and
 //! the response is written by this small HTTP/1.1 writer: the head, then each
-//! chunk of the body as it comes, straight to the `TcpStream`. Everything
-//! else (WebSocket upgrades, publishes, long polls, HTTP/2, a head that did
-//! not arrive in one piece) is left untouched for hyper.
+//! chunk of the body as it comes, straight to the connection (TCP, or TLS
+//! with HTTP/1.1 chosen by ALPN: [`Stream`]). Everything else (WebSocket
+//! upgrades, publishes, long polls, HTTP/2, a head that did not arrive in
+//! one piece) is left untouched for hyper.
 
 use std::collections::HashMap;
 use std::io::IoSlice;
@@ -24,10 +25,10 @@ use axum::Router;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tower::ServiceExt;
 
 use super::server::MAX_HEADERS;
+use super::stream::Stream;
 use super::subscribe::{transport_kind, TransportKind};
 use crate::config::ServerConfig;
 
@@ -43,7 +44,7 @@ pub enum Opening {
 
 /// Peeks at the first request head on `stream` and takes it only if it asks
 /// for an event stream.
-pub async fn open(stream: &mut TcpStream, peer: SocketAddr, config: &ServerConfig) -> Opening {
+pub async fn open(stream: &mut Stream, peer: SocketAddr, config: &ServerConfig) -> Opening {
     let mut buf = vec![0u8; config.max_header_bytes.clamp(1024, 64 * 1024)];
     // The same deadline hyper applies to a head; a slower head that started
     // arriving in time gets hyper's own deadline after this one.
@@ -121,7 +122,7 @@ pub enum After {
 }
 
 /// Answers `request` through `app` and writes the response to `stream`.
-pub async fn serve(stream: &mut TcpStream, app: Router, request: Box<Request<Body>>) -> After {
+pub async fn serve(stream: &mut Stream, app: Router, request: Box<Request<Body>>) -> After {
     let version = request.version();
     let client_closes = version == Version::HTTP_10
         || request
@@ -193,7 +194,7 @@ fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 
 /// A response whose body is complete in memory (errors, mostly).
 async fn write_whole(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     response: Response,
     client_closes: bool,
 ) -> std::io::Result<After> {
@@ -219,7 +220,7 @@ async fn write_whole(
 /// An event stream: chunked for HTTP/1.1, close-delimited for HTTP/1.0,
 /// always the connection's last response.
 async fn write_stream(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     response: Response,
     chunked: bool,
 ) -> std::io::Result<After> {
@@ -280,7 +281,7 @@ enum Next {
 }
 
 /// Writes every slice, in as few system calls as the kernel allows.
-async fn write_all(stream: &mut TcpStream, mut parts: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+async fn write_all(stream: &mut Stream, mut parts: &mut [IoSlice<'_>]) -> std::io::Result<()> {
     IoSlice::advance_slices(&mut parts, 0);
     while !parts.is_empty() {
         let n = stream.write_vectored(parts).await?;
@@ -289,7 +290,9 @@ async fn write_all(stream: &mut TcpStream, mut parts: &mut [IoSlice<'_>]) -> std
         }
         IoSlice::advance_slices(&mut parts, n);
     }
-    Ok(())
+    // TLS keeps what the socket would not take yet: send it now, not with
+    // the next event.
+    stream.flush().await
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ pub mod event_stream;
 pub mod publish;
 pub mod server;
 pub mod status;
+pub mod stream;
 pub mod subscribe;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::config::ServerConfig;
+use crate::config::{Listen, ServerConfig};
 use crate::demo;
 use crate::engine::Engine;
 use crate::telemetry;
@@ -164,7 +166,10 @@ async fn readyz(State(ctx): State<Context>) -> impl IntoResponse {
 
 /// A server running in the background (for `herald serve` and for tests).
 pub struct RunningServer {
+    /// The first listener's address.
     pub addr: SocketAddr,
+    /// Every listener, as bound (port 0 resolved).
+    pub listeners: Vec<Listen>,
     shutdown: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -178,6 +183,11 @@ impl RunningServer {
     /// A token that is cancelled when the server shuts down.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// The address of the first TLS listener, if any.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.listeners.iter().find(|l| l.tls).map(|l| l.addr)
     }
 
     /// Waits until the server has stopped.
@@ -196,15 +206,44 @@ pub async fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
     start_with_engine(config, engine).await
 }
 
-/// Binds `config.listen` and serves with `engine`.
+/// Binds every `config.listen` address and serves with `engine`.
 pub async fn start_with_engine(
     config: ServerConfig,
     engine: Arc<dyn Engine>,
 ) -> std::io::Result<RunningServer> {
     telemetry::install();
     telemetry::max_connections(config.max_connections);
-    let listener = TcpListener::bind(config.listen).await?;
-    let addr = listener.local_addr()?;
+    let certificates = match &config.tls {
+        Some(files) => Some(
+            tls::Certificates::load(files.clone())
+                .map_err(|e| std::io::Error::other(format!("TLS: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut bound = Vec::new();
+    for listen in config.listen.iter() {
+        let listener = TcpListener::bind(listen.addr).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("could not listen on {listen}: {e}"))
+        })?;
+        let addr = listener.local_addr()?;
+        let acceptor = match (listen.tls, &certificates) {
+            (false, _) => None,
+            (true, Some(certificates)) => Some(tls::acceptor(certificates.clone())),
+            (true, None) => {
+                return Err(std::io::Error::other(format!(
+                    "{listen} needs --tls-cert and --tls-key"
+                )))
+            }
+        };
+        bound.push((
+            listener,
+            acceptor,
+            Listen {
+                addr,
+                tls: listen.tls,
+            },
+        ));
+    }
     let shutdown = CancellationToken::new();
     let (status_sender, status) = tokio::sync::watch::channel(Arc::<str>::from("{}"));
     let limits = |rate: f64| {
@@ -251,21 +290,55 @@ pub async fn start_with_engine(
             webhook.run(engine.channel_events(), shutdown.clone()),
         ));
     }
-    let config = ctx.config.clone();
-    let operations = operations_router(ctx.clone());
-    let app = router(ctx);
-    let stop = shutdown.clone();
+    if let Some(certificates) = certificates {
+        background.push(tokio::spawn(tls::watch(
+            certificates,
+            ctx.config.tls_reload_interval,
+            shutdown.clone(),
+        )));
+    }
+    let service = server::Service {
+        operations: operations_router(ctx.clone()),
+        slots: server::Slots::new(ctx.config.max_connections),
+        config: ctx.config.clone(),
+        app: router(ctx),
+        connection_rate,
+    };
+    let listeners: Vec<Listen> = bound.iter().map(|(_, _, listen)| *listen).collect();
+    let mut serving = Vec::new();
+    for (listener, acceptor, listen) in bound {
+        let service = service.clone();
+        let stop = shutdown.clone();
+        serving.push(tokio::spawn(async move {
+            tracing::info!(addr = %listen, "listening");
+            server::run(listener, acceptor, service, stop).await
+        }));
+    }
+    drop(service);
     let task = tokio::spawn(async move {
-        let served = server::run(listener, app, operations, config, connection_rate, stop).await;
+        let mut served = Ok(());
+        for listener in serving {
+            let result = listener
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(format!("listener failed: {e}"))));
+            if served.is_ok() {
+                served = result;
+            }
+        }
         for task in background {
             task.abort();
             let _ = task.await;
         }
         served
     });
-    tracing::info!(%addr, engine = engine.name(), "listening");
+    tracing::info!(engine = engine.name(), "serving");
+    let addr = listeners
+        .first()
+        .map(|l| l.addr)
+        .ok_or_else(|| std::io::Error::other("no address to listen on"))?;
     Ok(RunningServer {
         addr,
+        listeners,
         shutdown,
         task,
     })

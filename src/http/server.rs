@@ -1,7 +1,11 @@
-//! The accept loop: connection limits, per-IP connection rate, header size and
-//! header read timeout (slowloris), then HTTP/1.1 and HTTP/2 via hyper with
-//! WebSocket upgrades; an SSE subscription is written without hyper
-//! (`event_stream`), so a long-lived stream does not keep hyper's buffers.
+//! The accept loop: connection limits, per-IP connection rate, the TLS
+//! handshake on a `tls://` listener (cut after the header read timeout,
+//! like a slow head), header size and header read timeout (slowloris),
+//! then HTTP/1.1 and HTTP/2 via hyper with WebSocket upgrades; an SSE
+//! subscription over HTTP/1 is written without hyper (`event_stream`), so a
+//! long-lived stream does not keep hyper's buffers. Over TLS, HTTP/2 is
+//! chosen by ALPN; everything above this loop sees a [`Stream`] and cannot
+//! tell TLS from TCP.
 //!
 //! axum's own `serve` exposes none of these knobs, so the loop is written out
 //! here, after the shape of axum's.
@@ -22,11 +26,13 @@ use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::event_stream::{self, After, Opening};
+use super::stream::Stream;
 use crate::config::ServerConfig;
 use crate::limits::{retry_after_seconds, RateLimiter};
 
@@ -37,23 +43,58 @@ pub const MAX_HEADERS: usize = 100;
 /// and metrics endpoints, so that a full server can be seen from outside.
 pub const OPERATIONS_SLOTS: usize = 32;
 
+/// Most concurrent streams (requests, event streams) on one HTTP/2 connection.
+pub const H2_MAX_STREAMS: u32 = 256;
+
 /// How often a failing `accept` is logged at most.
 const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(5);
 
-/// Serves `app` on `listener` until `shutdown`, then waits for open HTTP
-/// connections to finish (WebSocket and SSE tasks end on the same signal).
-/// At the connection limit, [`OPERATIONS_SLOTS`] more connections are
-/// served by `operations` (health and metrics only); the rest get 503.
+/// The connection slots every listener of a server draws from.
+#[derive(Clone)]
+pub struct Slots {
+    clients: Arc<Semaphore>,
+    operations: Arc<Semaphore>,
+}
+
+impl Slots {
+    /// `--max-connections` slots, plus [`OPERATIONS_SLOTS`].
+    pub fn new(max_connections: usize) -> Self {
+        Self {
+            clients: Arc::new(Semaphore::new(max_connections)),
+            operations: Arc::new(Semaphore::new(OPERATIONS_SLOTS)),
+        }
+    }
+}
+
+/// What one listener serves with: the routers, the configuration and the
+/// limits shared by every listener of the server.
+#[derive(Clone)]
+pub struct Service {
+    pub app: Router,
+    pub operations: Router,
+    pub config: Arc<ServerConfig>,
+    pub connection_rate: Arc<RateLimiter>,
+    pub slots: Slots,
+}
+
+/// Serves on `listener` (TLS with `tls`) until `shutdown`, then waits for
+/// open HTTP connections to finish (WebSocket and SSE tasks end on the same
+/// signal). At the connection limit, [`OPERATIONS_SLOTS`] more connections
+/// are served by the operations router (health and metrics only); the rest
+/// get 503.
 pub async fn run(
     listener: TcpListener,
-    app: Router,
-    operations: Router,
-    config: Arc<ServerConfig>,
-    connection_rate: Arc<RateLimiter>,
+    tls: Option<TlsAcceptor>,
+    service: Service,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(config.max_connections));
-    let operations_slots = Arc::new(Semaphore::new(OPERATIONS_SLOTS));
+    let Service {
+        app,
+        operations,
+        config,
+        connection_rate,
+        slots,
+    } = service;
     let tracker = TaskTracker::new();
     let mut accept_errors = AcceptErrors::default();
     loop {
@@ -79,23 +120,37 @@ pub async fn run(
         } else {
             connection_rate.check(peer.ip())
         };
+        let tls = tls.clone();
+        let timeout = config.header_read_timeout;
         if let Err(wait) = limited {
-            tracker.spawn(refuse(stream, too_many_connections(wait)));
+            let refusal = too_many_connections(wait);
+            tracker.spawn(async move {
+                if let Some(stream) = secure(stream, peer, tls, timeout).await {
+                    refuse(stream, refusal).await;
+                }
+            });
             continue;
         }
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            match operations_slots.clone().try_acquire_owned() {
+        let Ok(slot) = slots.clients.clone().try_acquire_owned() else {
+            match slots.operations.clone().try_acquire_owned() {
                 Ok(slot) => {
                     let operations = operations.clone();
                     let config = config.clone();
                     let shutdown = shutdown.clone();
                     tracker.spawn(async move {
-                        serve_hyper(stream, peer, operations, &config, shutdown).await;
+                        if let Some(stream) = secure(stream, peer, tls, timeout).await {
+                            serve_hyper(stream, peer, operations, &config, shutdown).await;
+                        }
                         drop(slot);
                     });
                 }
                 Err(_) => {
-                    tracker.spawn(refuse(stream, server_full()));
+                    let refusal = server_full();
+                    tracker.spawn(async move {
+                        if let Some(stream) = secure(stream, peer, tls, timeout).await {
+                            refuse(stream, refusal).await;
+                        }
+                    });
                 }
             }
             continue;
@@ -104,7 +159,13 @@ pub async fn run(
         let config = config.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            serve_connection(stream, peer, app, &config, shutdown).await;
+            let handshake = tokio::select! {
+                stream = secure(stream, peer, tls, timeout) => stream,
+                _ = shutdown.cancelled() => None,
+            };
+            if let Some(stream) = handshake {
+                serve_connection(stream, peer, app, &config, shutdown).await;
+            }
             drop(slot);
         });
     }
@@ -115,6 +176,37 @@ pub async fn run(
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// The connection as served: TCP as accepted, or TLS once its handshake is
+/// done. A handshake that does not finish within `timeout` (the header read
+/// timeout: a TLS client that stalls is a slowloris like any other) or
+/// fails is dropped.
+async fn secure(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    timeout: Duration,
+) -> Option<Stream> {
+    let Some(acceptor) = tls else {
+        return Some(Stream::Plain(tcp));
+    };
+    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => {
+            crate::telemetry::tls_handshake("ok");
+            Some(Stream::tls(stream))
+        }
+        Ok(Err(error)) => {
+            crate::telemetry::tls_handshake("failed");
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            crate::telemetry::tls_handshake("timeout");
+            tracing::debug!(%peer, "TLS handshake not finished in time");
+            None
+        }
+    }
 }
 
 /// Failed accepts, logged at most once per [`ACCEPT_ERROR_LOG_EVERY`] with
@@ -159,17 +251,26 @@ fn builder(config: &ServerConfig) -> Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(config.max_header_bytes as u32)
-        .enable_connect_protocol();
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        // HTTP/2 has no header read timeout; a peer that stops answering
+        // pings is dropped instead, as a silent WebSocket is.
+        .keep_alive_interval(config.ws_ping_interval)
+        .keep_alive_timeout(config.ws_pong_timeout);
     builder
 }
 
 async fn serve_connection(
-    mut stream: TcpStream,
+    mut stream: Stream,
     peer: SocketAddr,
     app: Router,
     config: &ServerConfig,
     shutdown: CancellationToken,
 ) {
+    if stream.is_h2() {
+        // HTTP/2 (by ALPN): every request, event streams included, is
+        // hyper's; streams share the connection.
+        return serve_hyper(stream, peer, app, config, shutdown).await;
+    }
     match event_stream::open(&mut stream, peer, config).await {
         Opening::Gone => return,
         Opening::Other => {}
@@ -184,7 +285,7 @@ async fn serve_connection(
 }
 
 async fn serve_hyper(
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     app: Router,
     config: &ServerConfig,
@@ -265,7 +366,7 @@ fn server_full() -> Refusal {
 }
 
 /// Answers one request on a refused connection, then closes it.
-async fn refuse(stream: TcpStream, refusal: Refusal) {
+async fn refuse(stream: Stream, refusal: Refusal) {
     let service = hyper::service::service_fn(move |_request: Request<Incoming>| async move {
         Ok::<_, Infallible>(refusal.response())
     });

@@ -31,9 +31,13 @@ pub enum Wire {
     PollObject,
     /// A whole raw WebSocket frame: header and data.
     RawFrame,
+    /// [`Wire::RawFrame`] compressed (permessage-deflate, no context takeover).
+    RawFrameDeflate,
+    /// [`Wire::SocketFrame`] compressed (permessage-deflate, no context takeover).
+    SocketFrameDeflate,
 }
 
-const WIRE_COUNT: usize = 7;
+const WIRE_COUNT: usize = 9;
 
 /// What a message's bytes are, as its publisher said (a WebSocket frame's
 /// opcode, a POST's `Content-Type`, a JSON item's `encoding`): text is shown

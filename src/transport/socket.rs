@@ -279,7 +279,8 @@ async fn apply(
 fn add_event(event: Event, batch: &mut Batch) -> ControlFlow<Close> {
     match event {
         Event::Message(message) => {
-            batch.push_message(message_frame(&message), message.published_at_ms)
+            let frame = message_frame(&message, batch.deflate());
+            batch.push_message(frame, message.published_at_ms)
         }
         Event::Gap(gap) => batch.push(text_frame(protocol::gap(&gap))),
         Event::Presence(notice) => {
@@ -300,8 +301,19 @@ fn add_event(event: Event, batch: &mut Batch) -> ControlFlow<Close> {
 }
 
 /// The `msg` frame for `message`, header and JSON: built by the first `/ws`
-/// socket that needs it, then the same bytes for every other.
-fn message_frame(message: &Message) -> Bytes {
+/// socket that needs it, then the same bytes for every other; with
+/// `deflate`, the compressed frame, likewise built once.
+fn message_frame(message: &Message, deflate: bool) -> Bytes {
+    let plain = plain_message_frame(message);
+    if !deflate {
+        return plain;
+    }
+    message.encoded(Wire::SocketFrameDeflate, |_| {
+        super::websocket::deflate::compress_frame(&plain)
+    })
+}
+
+fn plain_message_frame(message: &Message) -> Bytes {
     message.encoded(Wire::SocketFrame, |m| {
         frame::build(opcode::TEXT, protocol::message_capacity(m), |out| {
             protocol::write_message(out, m)
@@ -331,8 +343,11 @@ mod tests {
             crate::hub::DataKind::Text,
             0,
         );
-        let first = message_frame(&message);
-        let again = message_frame(&message);
+        let first = message_frame(&message, false);
+        let again = message_frame(&message, false);
+        let compressed = message_frame(&message, true);
+        assert_eq!(compressed.as_ptr(), message_frame(&message, true).as_ptr());
+        assert_eq!(compressed[0], 0xC1, "a compressed text frame");
         assert_eq!(first.as_ptr(), again.as_ptr(), "the same bytes, not a copy");
         let json = protocol::message(&message);
         let (head, used) = frame::header(opcode::TEXT, json.len());

@@ -19,7 +19,7 @@ use bytes::Bytes;
 
 use super::access::Caller;
 use super::websocket::frame::{self, opcode};
-use super::websocket::{close_code, Batch, Close, Handshake, Next, Step, WebSocket};
+use super::websocket::{close_code, deflate, Batch, Close, Handshake, Next, Step, WebSocket};
 use super::{connection_deadline, Context, Subscriber};
 use crate::engine::{Event, Subscription};
 use crate::error::ApiError;
@@ -156,7 +156,8 @@ async fn publish(
 fn add_event(event: Event, batch: &mut Batch) -> ControlFlow<Close> {
     match event {
         Event::Message(message) => {
-            batch.push_message(data_frame(&message), message.published_at_ms)
+            let frame = data_frame(&message, batch.deflate());
+            batch.push_message(frame, message.published_at_ms)
         }
         Event::Gap(gap) => {
             tracing::debug!(channel = %gap.channel, "gap on a raw WebSocket (not reportable in raw mode)");
@@ -176,8 +177,17 @@ fn add_event(event: Event, batch: &mut Batch) -> ControlFlow<Close> {
 
 /// The frame carrying `message`: text for text, binary for binary data.
 /// Built once per message and shared by every raw socket, so a delivery
-/// is one contiguous buffer (one `send` when it is alone in its batch).
-fn data_frame(message: &Message) -> Bytes {
+/// is one contiguous buffer (one `send` when it is alone in its batch);
+/// with `deflate`, the compressed frame, also built once and shared.
+fn data_frame(message: &Message, deflate: bool) -> Bytes {
+    let plain = plain_frame(message);
+    if !deflate {
+        return plain;
+    }
+    message.encoded(Wire::RawFrameDeflate, |_| deflate::compress_frame(&plain))
+}
+
+fn plain_frame(message: &Message) -> Bytes {
     message.encoded(Wire::RawFrame, |m| {
         let code = if m.is_text {
             opcode::TEXT

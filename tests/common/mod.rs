@@ -144,8 +144,12 @@ pub async fn websocket(addr: SocketAddr, path: &str) -> Socket {
     socket
 }
 
-/// The next data frame (text or binary), skipping pings and pongs.
-pub async fn next_frame(socket: &mut Socket) -> Message {
+/// The next data frame (text or binary), skipping pings and pongs, on
+/// any WebSocket (plain or over TLS).
+pub async fn next_frame<S>(socket: &mut WebSocketStream<S>) -> Message
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         let frame = within("a WebSocket frame", socket.next())
             .await

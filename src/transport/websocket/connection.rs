@@ -40,6 +40,8 @@ const WRITE_BATCH_MESSAGES: usize = 64;
 /// An open WebSocket, server side.
 pub struct WebSocket {
     io: TokioIo<Upgraded>,
+    /// permessage-deflate was negotiated.
+    deflate: bool,
     read: BytesMut,
     decoder: Decoder,
     watch: Watch,
@@ -100,12 +102,24 @@ pub enum Step {
 
 impl WebSocket {
     /// A WebSocket over `upgraded` that fails any message over
-    /// `max_message` bytes and closes with 1012 on `shutdown`.
-    pub(super) fn new(upgraded: Upgraded, max_message: usize, shutdown: CancellationToken) -> Self {
+    /// `max_message` bytes (inflated, with `deflate`) and closes with 1012
+    /// on `shutdown`.
+    pub(super) fn new(
+        upgraded: Upgraded,
+        max_message: usize,
+        shutdown: CancellationToken,
+        deflate: bool,
+    ) -> Self {
+        let decoder = if deflate {
+            Decoder::with_deflate(max_message)
+        } else {
+            Decoder::new(max_message)
+        };
         Self {
             io: TokioIo::new(upgraded),
+            deflate,
             read: BytesMut::with_capacity(READ_BUFFER),
-            decoder: Decoder::new(max_message),
+            decoder,
             watch: Watch::new(shutdown),
         }
     }
@@ -217,7 +231,10 @@ impl WebSocket {
 
     /// Writes one whole frame.
     pub async fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
-        self.io.write_all(frame).await
+        self.io.write_all(frame).await?;
+        // A no-op on TCP; a stream that buffers (TLS under the upgrade)
+        // sends what it holds now rather than with the next frame.
+        self.io.flush().await
     }
 
     /// Writes `text` as one text frame.
@@ -262,7 +279,10 @@ impl WebSocket {
         first: Event,
         mut add: impl FnMut(Event, &mut Batch) -> ControlFlow<Close>,
     ) -> Step {
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            deflate: self.deflate,
+            ..Batch::default()
+        };
         let mut event = Some(first);
         let mut then = Step::Continue;
         while let Some(current) = event.take() {
@@ -285,7 +305,7 @@ impl WebSocket {
     /// allows (a lone frame with `send`, which costs less in the kernel than `writev`).
     async fn write(&mut self, batch: &Batch) -> std::io::Result<()> {
         if let Some(only) = &batch.only {
-            return self.io.write_all(only).await;
+            return self.send(only).await;
         }
         let mut slices: Vec<IoSlice<'_>> = batch.frames.iter().map(|f| IoSlice::new(f)).collect();
         let mut parts = &mut slices[..];
@@ -296,13 +316,15 @@ impl WebSocket {
             }
             IoSlice::advance_slices(&mut parts, n);
         }
-        Ok(())
+        self.io.flush().await
     }
 }
 
 /// Frames gathered for one write. Most wakes carry one message, which
 /// needs no list.
 pub struct Batch {
+    /// The socket negotiated permessage-deflate: message frames may be compressed.
+    deflate: bool,
     only: Option<Bytes>,
     frames: Vec<Bytes>,
     bytes: usize,
@@ -314,6 +336,7 @@ pub struct Batch {
 impl Default for Batch {
     fn default() -> Self {
         Self {
+            deflate: false,
             only: None,
             frames: Vec::new(),
             bytes: 0,
@@ -324,6 +347,11 @@ impl Default for Batch {
 }
 
 impl Batch {
+    /// Whether message frames for this socket may be the compressed ones.
+    pub fn deflate(&self) -> bool {
+        self.deflate
+    }
+
     /// Adds a frame for this socket alone (an answer, a gap report).
     pub fn push(&mut self, frame: Bytes) {
         self.bytes += frame.len();

@@ -147,18 +147,38 @@ impl FrameError {
 /// Reassembles client frames from bytes read off the socket.
 #[derive(Debug)]
 pub struct Decoder {
-    /// Most bytes in one message (all its fragments), and so in one frame.
+    /// Most bytes in one message (all its fragments), and so in one frame;
+    /// for a compressed message, most bytes once inflated.
     max_message: usize,
-    /// A fragmented message in progress: its opcode and the data so far.
-    partial: Option<(u8, BytesMut)>,
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    inflate: bool,
+    /// A fragmented message in progress: its opcode, whether it is
+    /// compressed, and the data so far.
+    partial: Option<(u8, bool, BytesMut)>,
 }
 
 impl Decoder {
     pub fn new(max_message: usize) -> Self {
         Self {
             max_message,
+            inflate: false,
             partial: None,
         }
+    }
+
+    /// A decoder for a socket that negotiated permessage-deflate.
+    pub fn with_deflate(max_message: usize) -> Self {
+        Self {
+            inflate: true,
+            ..Self::new(max_message)
+        }
+    }
+
+    /// Most compressed bytes a message may arrive in: its inflated limit
+    /// plus deflate's worst case for data that does not compress (a 5-byte
+    /// stored-block header per 64 KiB).
+    fn compressed_limit(&self) -> usize {
+        self.max_message + self.max_message / 8192 * 5 + 64
     }
 
     /// Takes the next whole message or control frame out of `buf`, if `buf`
@@ -182,10 +202,14 @@ impl Decoder {
         }
         let (b0, b1) = (buf[0], buf[1]);
         let fin = b0 & 0x80 != 0;
-        if b0 & 0x70 != 0 {
+        let code = b0 & 0x0f;
+        // RFC 7692 §6: RSV1 marks the first frame of a compressed message,
+        // and only once permessage-deflate was negotiated.
+        let compressed = b0 & 0x40 != 0;
+        let starts_message = code == opcode::TEXT || code == opcode::BINARY;
+        if b0 & 0x30 != 0 || (compressed && !(self.inflate && starts_message)) {
             return Err(FrameError::Protocol("reserved bits set"));
         }
-        let code = b0 & 0x0f;
         let control = code >= 0x8;
         match code {
             opcode::CONTINUATION | opcode::TEXT | opcode::BINARY => {}
@@ -221,8 +245,15 @@ impl Decoder {
                 "control frames must be whole and at most 125 bytes",
             ));
         }
-        let so_far = self.partial.as_ref().map_or(0, |(_, data)| data.len()) as u64;
-        if len.saturating_add(if control { 0 } else { so_far }) > self.max_message as u64 {
+        let so_far = self.partial.as_ref().map_or(0, |(_, _, data)| data.len()) as u64;
+        let in_compressed = compressed
+            || (code == opcode::CONTINUATION && self.partial.as_ref().is_some_and(|p| p.1));
+        let limit = if in_compressed {
+            self.compressed_limit()
+        } else {
+            self.max_message
+        };
+        if len.saturating_add(if control { 0 } else { so_far }) > limit as u64 {
             return Err(FrameError::TooBig(self.max_message));
         }
         let len = len as usize;
@@ -236,18 +267,28 @@ impl Decoder {
         buf.advance(offset + 4);
         let mut payload = buf.split_to(len);
         unmask(&mut payload, mask);
-        Ok(Some(Frame { fin, code, payload }))
+        Ok(Some(Frame {
+            fin,
+            code,
+            compressed,
+            payload,
+        }))
     }
 
     /// Folds a frame into the message in progress; returns what is complete.
     fn assemble(&mut self, frame: Frame) -> Result<Option<Incoming>, FrameError> {
-        let Frame { fin, code, payload } = frame;
+        let Frame {
+            fin,
+            code,
+            compressed,
+            payload,
+        } = frame;
         match code {
             opcode::PING => return Ok(Some(Incoming::Ping(payload.freeze()))),
             opcode::PONG => return Ok(Some(Incoming::Pong(payload.freeze()))),
             opcode::CLOSE => return close_payload(&payload).map(|c| Some(Incoming::Close(c))),
             opcode::CONTINUATION => {
-                let Some((_, data)) = self.partial.as_mut() else {
+                let Some((_, _, data)) = self.partial.as_mut() else {
                     return Err(FrameError::Protocol("continuation without a message"));
                 };
                 data.extend_from_slice(&payload);
@@ -256,16 +297,32 @@ impl Decoder {
                 if self.partial.is_some() {
                     return Err(FrameError::Protocol("new message inside a fragmented one"));
                 }
-                self.partial = Some((code, payload));
+                self.partial = Some((code, compressed, payload));
             }
         }
         if !fin {
             return Ok(None);
         }
-        let Some((code, data)) = self.partial.take() else {
+        let Some((code, compressed, data)) = self.partial.take() else {
             return Ok(None);
         };
-        let data = data.freeze();
+        let data = if compressed {
+            // The limit applies to what the message inflates to: a deflate
+            // bomb stops at it (1009) instead of growing memory.
+            match super::deflate::inflate(&data, self.max_message) {
+                Ok(inflated) => Bytes::from(inflated),
+                Err(super::deflate::InflateError::TooBig) => {
+                    return Err(FrameError::TooBig(self.max_message))
+                }
+                Err(super::deflate::InflateError::Corrupt) => {
+                    return Err(FrameError::Protocol(
+                        "compressed data that does not inflate",
+                    ))
+                }
+            }
+        } else {
+            data.freeze()
+        };
         if code == opcode::TEXT {
             if std::str::from_utf8(&data).is_err() {
                 return Err(FrameError::InvalidUtf8);
@@ -279,6 +336,8 @@ impl Decoder {
 struct Frame {
     fin: bool,
     code: u8,
+    /// RSV1: the first frame of a compressed message.
+    compressed: bool,
     payload: BytesMut,
 }
 

@@ -19,10 +19,12 @@ use crate::transport::Context;
 /// The GUID every server appends to the client's key (RFC 6455 §1.3).
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-/// A checked opening handshake: the accept value and the connection to take over.
+/// A checked opening handshake: the accept value, the connection to take
+/// over, and whether the client offered permessage-deflate.
 pub struct Handshake {
     accept: HeaderValue,
     on_upgrade: OnUpgrade,
+    deflate_offered: bool,
 }
 
 impl Handshake {
@@ -34,23 +36,41 @@ impl Handshake {
             .extensions
             .remove::<OnUpgrade>()
             .ok_or_else(|| bad_upgrade("this connection cannot be upgraded"))?;
-        Ok(Self { accept, on_upgrade })
+        let extensions = parts.headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS);
+        let deflate_offered =
+            super::deflate::offered(extensions.iter().filter_map(|v| v.to_str().ok()));
+        Ok(Self {
+            accept,
+            on_upgrade,
+            deflate_offered,
+        })
     }
 
     /// Answers `101 Switching Protocols` and, once hyper hands the
     /// connection over, runs `serve` on it as its own task, with the
-    /// server's message size limit and shutdown signal.
+    /// server's message size limit and shutdown signal; with
+    /// permessage-deflate when the client offered it and the server allows it.
     pub fn accept<F, Fut>(self, ctx: &Context, serve: F) -> Response
     where
         F: FnOnce(WebSocket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let Self { accept, on_upgrade } = self;
+        let Self {
+            accept,
+            on_upgrade,
+            deflate_offered,
+        } = self;
+        let deflate = deflate_offered && ctx.config.ws_compression;
         let max_message = super::max_message(&ctx.channels);
         let shutdown = ctx.shutdown.clone();
         tokio::spawn(async move {
             match on_upgrade.await {
-                Ok(upgraded) => serve(WebSocket::new(upgraded, max_message, shutdown)).await,
+                Ok(upgraded) => {
+                    if deflate {
+                        crate::telemetry::ws_compressed();
+                    }
+                    serve(WebSocket::new(upgraded, max_message, shutdown, deflate)).await
+                }
                 Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
             }
         });
@@ -60,6 +80,12 @@ impl Handshake {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        if deflate {
+            headers.insert(
+                header::SEC_WEBSOCKET_EXTENSIONS,
+                HeaderValue::from_static(super::deflate::RESPONSE),
+            );
+        }
         response
     }
 }

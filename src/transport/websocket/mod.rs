@@ -6,6 +6,8 @@
 //! - [`frame`]: the wire format without I/O: server frames built once and
 //!   shared, client frames decoded under the size, masking, UTF-8 and
 //!   close-code rules (fuzzed: `fuzz/fuzz_targets/ws_frames.rs`).
+//! - [`deflate`]: permessage-deflate (RFC 7692): the offer, compressed
+//!   frames built once per message, inflating under the size limit.
 //! - [`Handshake`]: the opening handshake, answered without a library.
 //! - [`WebSocket`]: the connection after it: reads and answers control
 //!   frames, pings, keeps the deadline, the idle timer and the shutdown
@@ -16,6 +18,7 @@
 //! a subscription event becomes.
 
 mod connection;
+pub mod deflate;
 pub mod frame;
 mod handshake;
 mod heartbeat;
