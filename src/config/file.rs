@@ -238,12 +238,24 @@ fn check_entries(entries: Vec<(String, Entry)>, path: &Path) -> Result<usize, Co
             cmd.mut_arg(id, |arg| arg.env(None::<&str>))
         })
     });
-    command
+    let matches = command
         .try_get_matches_from(args)
         .map_err(|e| ConfigFileError::BadValue {
             path: path.to_owned(),
             message: e.kind().to_string() + ": " + e.to_string().lines().next().unwrap_or_default(),
         })?;
+    // Rules between options that the parser cannot state.
+    if let Some(serve) = matches.subcommand_matches("serve") {
+        let args = ServeArgs::from_arg_matches(serve).map_err(|e| ConfigFileError::BadValue {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        args.redis_settings()
+            .map_err(|e| ConfigFileError::BadValue {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+    }
     Ok(entries.len())
 }
 

@@ -194,12 +194,27 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The Redis engine's settings, if `--redis` or `--redis-sentinel` asks
+    /// for it, checked (also by `herald config check`).
+    pub fn redis_settings(&self) -> Result<Option<RedisConfig>, ConfigError> {
+        redis_config(
+            self.redis.clone(),
+            self.redis_cluster,
+            self.redis_prefix.clone(),
+            self.redis_sentinel.clone(),
+            self.redis_sentinel_master.clone(),
+            self.redis_wait_replicas,
+            self.redis_wait_timeout,
+        )
+    }
+
     /// The server configuration these options describe (reads the JWT key file).
     pub fn into_config(self) -> Result<ServerConfig, ConfigError> {
         let channel_rules = match &self.config {
             Some(path) => super::file::channel_rules_of(path)?,
             None => Vec::new(),
         };
+        let redis = self.redis_settings()?;
         let jwt = match (&self.jwt_secret, &self.jwt_public_key) {
             (Some(secret), _) => Some(JwtKey::secret(secret)),
             (None, Some(path)) => Some(JwtKey::public_key_file(path)?),
@@ -225,15 +240,7 @@ impl ServeArgs {
             demo: self.demo,
             demo_tick: self.demo_tick,
             data_dir: self.data_dir,
-            redis: redis_config(
-                self.redis,
-                self.redis_cluster,
-                self.redis_prefix,
-                self.redis_sentinel,
-                self.redis_sentinel_master,
-                self.redis_wait_replicas,
-                self.redis_wait_timeout,
-            )?,
+            redis,
             max_connections: self
                 .max_connections
                 .unwrap_or_else(|| {
