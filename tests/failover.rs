@@ -12,7 +12,8 @@
 //!
 //! One failover runs in the test suite. `HERALD_FAULT_ROUNDS=N` runs N in a
 //! row (scripts/faults does), each killed primary coming back as a replica
-//! of the new one, and a `FAULTS {json}` line reports what it cost.
+//! of the new one, and a `FAULTS {json}` line reports what it cost;
+//! `HERALD_FAULT_WAIT_REPLICAS=0` runs it without `WAIT`.
 
 #[path = "common/redis.rs"]
 mod cluster;
@@ -262,10 +263,12 @@ async fn a_sentinel_failover_loses_no_acknowledged_publish() {
     const CHANNEL: &str = "failover";
     let mut set = Sentinelled::start("herald-main").await;
     let mut flags = set.flags();
+    // HERALD_FAULT_WAIT_REPLICAS=0 measures what asynchronous replication costs.
+    let wait = std::env::var("HERALD_FAULT_WAIT_REPLICAS").unwrap_or_else(|_| "1".into());
     flags.extend(
         [
             "--redis-wait-replicas",
-            "1",
+            wait.as_str(),
             "--redis-wait-timeout",
             "500ms",
         ]
@@ -411,6 +414,7 @@ async fn a_sentinel_failover_loses_no_acknowledged_publish() {
         "FAULTS {}",
         serde_json::json!({
             "fault": "sentinel failover (kill -9 of the primary)",
+            "wait_replicas": wait,
             "rounds": recoveries.len(),
             "acknowledged": acks.len(),
             "lost": report.iter().filter(|p| p.contains("no gap reported")).count(),

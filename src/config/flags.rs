@@ -363,7 +363,39 @@ pub fn max_connections_for(nofile: u64) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::max_connections_for;
+    use super::*;
+
+    #[test]
+    fn redis_options_are_checked_together() {
+        let second = Duration::from_secs(1);
+        let sentinels = vec!["10.0.0.1:26379".to_owned(), " 10.0.0.2:26379 ".to_owned()];
+        let config = redis_config(
+            None,
+            false,
+            "herald".into(),
+            sentinels.clone(),
+            Some("main".into()),
+            1,
+            second,
+        )
+        .unwrap()
+        .unwrap();
+        let sentinel = config.sentinel.unwrap();
+        assert_eq!(sentinel.addrs, ["10.0.0.1:26379", "10.0.0.2:26379"]);
+        assert_eq!(sentinel.master, "main");
+        assert_eq!((config.wait_replicas, config.wait_timeout), (1, second));
+        let url = || Some("redis://127.0.0.1/".to_owned());
+        // Each of these is refused with a reason.
+        assert!(redis_config(None, false, "h".into(), sentinels, None, 0, second).is_err());
+        assert!(redis_config(None, false, "h".into(), vec![], None, 1, second).is_err());
+        assert!(redis_config(url(), true, "h".into(), vec![], None, 1, second).is_err());
+        assert!(redis_config(url(), false, "h".into(), vec![], None, 1, Duration::ZERO).is_err());
+        assert!(
+            redis_config(None, false, "h".into(), vec![], None, 0, second)
+                .unwrap()
+                .is_none()
+        );
+    }
 
     #[test]
     fn the_connection_limit_leaves_descriptors_in_reserve() {
