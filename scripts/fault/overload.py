@@ -20,6 +20,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import check, herald_bin, log, report, rss_kib  # noqa: E402
 
 IDLE = int(os.environ.get("FAULTS_CONNECTIONS", "15000"))
+# herald's default --max-connections is the open-file limit less a tenth:
+# 18,000 under this sandbox's 20,000.
+LIMIT = int(os.environ.get("FAULTS_MAX_CONNECTIONS", "18000"))
 WORK = os.environ.get("FAULTS_WORK", "/tmp/herald-faults")
 
 
@@ -244,12 +247,13 @@ async def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     os.makedirs(WORK, exist_ok=True)
     out = open(f"{WORK}/herald-overload.log", "ab")
-    child = subprocess.Popen([herald_bin(), "serve", "--listen", "127.0.0.1:0", "--header-read-timeout", "5s",
-                              "--log-level", "warn"], stdout=subprocess.PIPE, stderr=out)
+    args = [herald_bin(), "serve", "--listen", "127.0.0.1:0", "--header-read-timeout", "5s", "--log-level", "warn"]
+    if "FAULTS_MAX_CONNECTIONS" in os.environ:
+        args += ["--max-connections", str(LIMIT)]
+    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=out)
     try:
         line = child.stdout.readline().decode()
         port = int(line.rsplit(":", 1)[1].strip().rstrip("/"))
-        limit = None
         log(f"herald pid {child.pid} on port {port}; open-file limit here {hard}")
 
         started = time.monotonic()
@@ -263,7 +267,7 @@ async def main():
         log(f"{IDLE} at once in {opened_in:.1f} s: {statuses}, RSS {rss_idle // 1024} MiB")
 
         # Beyond the limit: herald's default is the open-file limit less a tenth.
-        over = [Idle(port, "sse") for _ in range(max(0, 19000 - IDLE))]
+        over = [Idle(port, "sse") for _ in range(max(0, LIMIT + 1000 - IDLE))]
         await asyncio.gather(*(c.open() for c in over))
         over_statuses = {}
         for c in over:

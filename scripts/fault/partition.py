@@ -93,7 +93,7 @@ def readiness_during(base, seconds):
     statuses = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        statuses.append((time.monotonic(), get(f"{base}/readyz", timeout=1)[0]))
+        statuses.append((time.monotonic(), get(f"{base}/readyz", timeout=4)[0]))
         time.sleep(0.25)
     return statuses
 
