@@ -28,7 +28,7 @@ use tower::ServiceExt;
 
 use super::event_stream::{self, After, Opening};
 use crate::config::ServerConfig;
-use crate::limits::{retry_after_seconds, RateLimiter};
+use crate::limits::{retry_after_seconds, ConnectionSlot, RateLimiter};
 
 /// Most headers in one request.
 pub const MAX_HEADERS: usize = 100;
@@ -89,9 +89,9 @@ pub async fn run(
                     let operations = operations.clone();
                     let config = config.clone();
                     let shutdown = shutdown.clone();
+                    let slot = ConnectionSlot(Arc::new(slot));
                     tracker.spawn(async move {
-                        serve_hyper(stream, peer, operations, &config, shutdown).await;
-                        drop(slot);
+                        serve_hyper(stream, peer, operations, &config, shutdown, slot).await;
                     });
                 }
                 Err(_) => {
@@ -103,9 +103,9 @@ pub async fn run(
         let app = app.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
+        let slot = ConnectionSlot(Arc::new(slot));
         tracker.spawn(async move {
-            serve_connection(stream, peer, app, &config, shutdown).await;
-            drop(slot);
+            serve_connection(stream, peer, app, &config, shutdown, slot).await;
         });
     }
     // Close the listening socket now rather than when the drain ends: a new
@@ -169,6 +169,7 @@ async fn serve_connection(
     app: Router,
     config: &ServerConfig,
     shutdown: CancellationToken,
+    slot: ConnectionSlot,
 ) {
     match event_stream::open(&mut stream, peer, config).await {
         Opening::Gone => return,
@@ -180,7 +181,7 @@ async fn serve_connection(
             }
         }
     }
-    serve_hyper(stream, peer, app, config, shutdown).await;
+    serve_hyper(stream, peer, app, config, shutdown, slot).await;
 }
 
 async fn serve_hyper(
@@ -189,9 +190,11 @@ async fn serve_hyper(
     app: Router,
     config: &ServerConfig,
     shutdown: CancellationToken,
+    slot: ConnectionSlot,
 ) {
     let service = app.map_request(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(slot.clone());
         request.map(Body::new)
     });
     let builder = builder(config);

@@ -14,6 +14,7 @@ use sha1::{Digest, Sha1};
 
 use super::WebSocket;
 use crate::error::ApiError;
+use crate::limits::ConnectionSlot;
 use crate::transport::Context;
 
 /// The GUID every server appends to the client's key (RFC 6455 §1.3).
@@ -23,6 +24,8 @@ const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 pub struct Handshake {
     accept: HeaderValue,
     on_upgrade: OnUpgrade,
+    /// The connection's place under `--max-connections`, kept by the WebSocket task.
+    slot: Option<ConnectionSlot>,
 }
 
 impl Handshake {
@@ -34,7 +37,12 @@ impl Handshake {
             .extensions
             .remove::<OnUpgrade>()
             .ok_or_else(|| bad_upgrade("this connection cannot be upgraded"))?;
-        Ok(Self { accept, on_upgrade })
+        let slot = parts.extensions.get::<ConnectionSlot>().cloned();
+        Ok(Self {
+            accept,
+            on_upgrade,
+            slot,
+        })
     }
 
     /// Answers `101 Switching Protocols` and, once hyper hands the
@@ -45,10 +53,15 @@ impl Handshake {
         F: FnOnce(WebSocket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let Self { accept, on_upgrade } = self;
+        let Self {
+            accept,
+            on_upgrade,
+            slot,
+        } = self;
         let max_message = super::max_message(&ctx.channels);
         let shutdown = ctx.shutdown.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match on_upgrade.await {
                 Ok(upgraded) => serve(WebSocket::new(upgraded, max_message, shutdown)).await,
                 Err(error) => tracing::debug!(%error, "WebSocket upgrade failed"),
