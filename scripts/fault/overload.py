@@ -304,13 +304,20 @@ async def main():
         await asyncio.gather(*(c.wait_probe(15) for c in idle))
         kept = sum(1 for c in idle if c.got_probe)
         healthy = sum(1 for c in idle if c.status in (200, 101))
+        by_kind = {kind: f"{sum(1 for c in idle if c.kind == kind and c.got_probe)}/"
+                         f"{sum(1 for c in idle if c.kind == kind and c.status in (200, 101))}"
+                   for kind in ("sse", "ws")}
         report({"fault": "slowloris: 2000 half-sent requests + 500 half WebSocket handshakes", **loris,
-                "idle_streams_still_delivering": f"{kept}/{healthy}", "probe_publish": probe_status,
+                "idle_streams_still_delivering": by_kind, "probe_publish": probe_status,
                 "lost": 0, "duplicates": 0, "rss_mib_end": round(rss_kib(child.pid) / 1024, 1)})
         for c in idle:
             c.close()
+        # Raw WebSocket clients here never answer pings: herald closes them
+        # after --ws-ping-interval + --ws-pong-timeout (45 s) by design, so
+        # only the event streams must all still deliver.
+        sse_kept = all(c.got_probe for c in idle if c.kind == "sse" and c.status == 200)
         ok = (flood_result["lost"] == 0 and flood_result["duplicates"] == 0 and health == 200
-              and kept == healthy and loris["closed_by_server"] == loris["opened"])
+              and sse_kept and loris["closed_by_server"] == loris["opened"])
         return 0 if ok else 1
     finally:
         child.kill()
