@@ -8,6 +8,12 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
+/// One of the `--max-connections` slots, held by whatever serves the
+/// connection: a WebSocket task keeps it after hyper hands the socket over,
+/// so upgraded connections count against the limit like the others.
+#[derive(Debug, Clone)]
+pub struct ConnectionSlot(pub std::sync::Arc<tokio::sync::OwnedSemaphorePermit>);
+
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,

@@ -243,6 +243,7 @@ async fn the_redis_engine_keeps_each_message_kind_across_nodes() {
                 urls: vec![url],
                 cluster: false,
                 prefix: "herald".into(),
+                ..RedisConfig::default()
             })
         })
     };

@@ -876,6 +876,32 @@ async fn at_the_connection_limit_health_and_metrics_answer_and_the_rest_get_503(
 }
 
 #[tokio::test]
+async fn websockets_keep_their_connection_slot_after_the_upgrade() {
+    // Found by scripts/faults: an upgraded socket used to give its slot
+    // back when hyper handed it over, so WebSockets escaped the limit.
+    let server = start(|c| c.max_connections = 2).await;
+    let open = || async {
+        let request = format!("ws://{}/sub/slots", server.addr);
+        within("a WebSocket", tokio_tungstenite::connect_async(request))
+            .await
+            .unwrap()
+            .0
+    };
+    let held = [open().await, open().await];
+    let response = within(
+        "a publish with two WebSockets open",
+        reqwest::Client::new()
+            .post(url(server.addr, "/pub/slots"))
+            .body("x")
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 503, "the WebSockets hold both slots");
+    drop(held);
+}
+
+#[tokio::test]
 async fn forwarded_client_addresses_count_only_from_a_trusted_proxy() {
     // Publishes are limited per client address (1/s, bursts of 2), loopback
     // included, so the test's own address would be one client.

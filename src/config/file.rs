@@ -245,7 +245,7 @@ fn check_entries(entries: Vec<(String, Entry)>, path: &Path) -> Result<usize, Co
             message: e.kind().to_string() + ": " + e.to_string().lines().next().unwrap_or_default(),
         })?;
     // Rules between options that clap does not express (a tls:// address
-    // and the certificate files go together).
+    // and the certificate files go together; the Redis options' rules).
     let bad = |message: String| ConfigFileError::BadValue {
         path: path.to_owned(),
         message,
@@ -253,6 +253,7 @@ fn check_entries(entries: Vec<(String, Entry)>, path: &Path) -> Result<usize, Co
     if let Some(("serve", serve)) = matches.subcommand() {
         let args = ServeArgs::from_arg_matches(serve).map_err(|e| bad(e.to_string()))?;
         args.listeners().map_err(|e| bad(e.to_string()))?;
+        args.redis_settings().map_err(|e| bad(e.to_string()))?;
     }
     Ok(entries.len())
 }

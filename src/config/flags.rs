@@ -10,7 +10,7 @@ use super::listen::{Listen, Listeners, TlsFiles};
 use super::units::{parse_duration, parse_size};
 use super::ServerConfig;
 use crate::auth::{Auth, AuthSetupError, JwtKey};
-use crate::engine::redis::RedisConfig;
+use crate::engine::redis::{RedisConfig, SentinelConfig};
 use crate::hub::HistoryLimits;
 
 /// Options of `herald serve`.
@@ -58,7 +58,7 @@ pub struct ServeArgs {
         long,
         env = "HERALD_DATA_DIR",
         value_name = "DIR",
-        conflicts_with = "redis"
+        conflicts_with_all = ["redis", "redis_sentinel"]
     )]
     pub data_dir: Option<std::path::PathBuf>,
     /// Share channels and history with other nodes through Redis 6+ or Valkey
@@ -69,6 +69,40 @@ pub struct ServeArgs {
     /// The --redis URLs are seed nodes of a Redis Cluster.
     #[arg(long, env = "HERALD_REDIS_CLUSTER", requires = "redis")]
     pub redis_cluster: bool,
+    /// Find the Redis primary through these Sentinels (HOST:PORT, repeatable
+    /// or comma-separated) and follow its failovers without a restart; needs
+    /// --redis-sentinel-master, replaces --redis.
+    #[arg(
+        long,
+        env = "HERALD_REDIS_SENTINEL",
+        value_name = "HOST:PORT",
+        value_delimiter = ',',
+        requires = "redis_sentinel_master",
+        conflicts_with_all = ["redis", "redis_cluster"]
+    )]
+    pub redis_sentinel: Vec<String>,
+    /// The name the sentinels monitor the primary by (`sentinel monitor NAME ...`).
+    #[arg(
+        long,
+        env = "HERALD_REDIS_SENTINEL_MASTER",
+        value_name = "NAME",
+        requires = "redis_sentinel"
+    )]
+    pub redis_sentinel_master: Option<String>,
+    /// Acknowledge a publish only after this many Redis replicas confirm it
+    /// (WAIT), so it survives a failover; 0 acknowledges once the primary
+    /// has it (an asynchronous failover can then lose it).
+    #[arg(
+        long,
+        env = "HERALD_REDIS_WAIT_REPLICAS",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub redis_wait_replicas: usize,
+    /// How long a publish waits for --redis-wait-replicas before it is
+    /// answered 503 `not_replicated` (e.g. 500ms, 2s).
+    #[arg(long, env = "HERALD_REDIS_WAIT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub redis_wait_timeout: Duration,
     /// Prefix of herald's Redis keys and topics (several deployments can share one Redis).
     #[arg(long, env = "HERALD_REDIS_PREFIX", default_value = "herald")]
     pub redis_prefix: String,
@@ -227,12 +261,27 @@ impl ServeArgs {
         }
     }
 
+    /// The Redis engine's settings, if `--redis` or `--redis-sentinel` asks
+    /// for it, checked (also by `herald config check`).
+    pub fn redis_settings(&self) -> Result<Option<RedisConfig>, ConfigError> {
+        redis_config(
+            self.redis.clone(),
+            self.redis_cluster,
+            self.redis_prefix.clone(),
+            self.redis_sentinel.clone(),
+            self.redis_sentinel_master.clone(),
+            self.redis_wait_replicas,
+            self.redis_wait_timeout,
+        )
+    }
+
     /// The server configuration these options describe (reads the JWT key file).
     pub fn into_config(self) -> Result<ServerConfig, ConfigError> {
         let channel_rules = match &self.config {
             Some(path) => super::file::channel_rules_of(path)?,
             None => Vec::new(),
         };
+        let redis = self.redis_settings()?;
         let jwt = match (&self.jwt_secret, &self.jwt_public_key) {
             (Some(secret), _) => Some(JwtKey::secret(secret)),
             (None, Some(path)) => Some(JwtKey::public_key_file(path)?),
@@ -262,15 +311,7 @@ impl ServeArgs {
             demo: self.demo,
             demo_tick: self.demo_tick,
             data_dir: self.data_dir,
-            redis: self.redis.map(|urls| RedisConfig {
-                urls: urls
-                    .split(',')
-                    .map(|u| u.trim().to_owned())
-                    .filter(|u| !u.is_empty())
-                    .collect(),
-                cluster: self.redis_cluster,
-                prefix: self.redis_prefix,
-            }),
+            redis,
             max_connections: self
                 .max_connections
                 .unwrap_or_else(|| {
@@ -320,9 +361,74 @@ impl ServeArgs {
     }
 }
 
+/// The Redis engine's settings, if `--redis` or `--redis-sentinel` asks for it.
+fn redis_config(
+    urls: Option<String>,
+    cluster: bool,
+    prefix: String,
+    sentinels: Vec<String>,
+    master: Option<String>,
+    wait_replicas: usize,
+    wait_timeout: Duration,
+) -> Result<Option<RedisConfig>, ConfigError> {
+    let sentinels: Vec<String> = sentinels
+        .iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let sentinel = match (sentinels.is_empty(), master) {
+        (true, _) => None,
+        (false, Some(master)) if !master.trim().is_empty() => Some(SentinelConfig {
+            addrs: sentinels,
+            master: master.trim().to_owned(),
+        }),
+        (false, _) => {
+            return Err(ConfigError::Invalid(
+                "--redis-sentinel needs --redis-sentinel-master NAME".into(),
+            ))
+        }
+    };
+    if urls.is_none() && sentinel.is_none() {
+        if wait_replicas > 0 {
+            return Err(ConfigError::Invalid(
+                "--redis-wait-replicas needs --redis or --redis-sentinel".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    if wait_replicas > 0 && cluster {
+        // WAIT counts replicas of the server that ran the write on the same
+        // connection; a cluster client spreads writes over many.
+        return Err(ConfigError::Invalid(
+            "--redis-wait-replicas is not supported with --redis-cluster".into(),
+        ));
+    }
+    if wait_replicas > 0 && wait_timeout.is_zero() {
+        // WAIT with a timeout of 0 would block forever.
+        return Err(ConfigError::Invalid(
+            "--redis-wait-timeout must be more than 0 with --redis-wait-replicas".into(),
+        ));
+    }
+    Ok(Some(RedisConfig {
+        urls: urls
+            .unwrap_or_default()
+            .split(',')
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect(),
+        cluster,
+        prefix,
+        sentinel,
+        wait_replicas,
+        wait_timeout,
+    }))
+}
+
 /// Why `herald serve`'s options could not become a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     Auth(#[from] AuthSetupError),
     #[error(transparent)]
@@ -348,7 +454,39 @@ pub fn max_connections_for(nofile: u64) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::max_connections_for;
+    use super::*;
+
+    #[test]
+    fn redis_options_are_checked_together() {
+        let second = Duration::from_secs(1);
+        let sentinels = vec!["10.0.0.1:26379".to_owned(), " 10.0.0.2:26379 ".to_owned()];
+        let config = redis_config(
+            None,
+            false,
+            "herald".into(),
+            sentinels.clone(),
+            Some("main".into()),
+            1,
+            second,
+        )
+        .unwrap()
+        .unwrap();
+        let sentinel = config.sentinel.unwrap();
+        assert_eq!(sentinel.addrs, ["10.0.0.1:26379", "10.0.0.2:26379"]);
+        assert_eq!(sentinel.master, "main");
+        assert_eq!((config.wait_replicas, config.wait_timeout), (1, second));
+        let url = || Some("redis://127.0.0.1/".to_owned());
+        // Each of these is refused with a reason.
+        assert!(redis_config(None, false, "h".into(), sentinels, None, 0, second).is_err());
+        assert!(redis_config(None, false, "h".into(), vec![], None, 1, second).is_err());
+        assert!(redis_config(url(), true, "h".into(), vec![], None, 1, second).is_err());
+        assert!(redis_config(url(), false, "h".into(), vec![], None, 1, Duration::ZERO).is_err());
+        assert!(
+            redis_config(None, false, "h".into(), vec![], None, 0, second)
+                .unwrap()
+                .is_none()
+        );
+    }
 
     #[test]
     fn the_connection_limit_leaves_descriptors_in_reserve() {

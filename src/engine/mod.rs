@@ -36,6 +36,18 @@ pub enum EngineError {
     /// freed (what is stored stays readable).
     #[error("the message store's disk is full ({0}); free space and retry")]
     StorageFull(String),
+    /// The primary stored the message but fewer replicas than required
+    /// confirmed it in time: it may not survive a failover. A retry with
+    /// the same idempotency key publishes it at most once.
+    #[error(
+        "the message reached the Redis primary but only {confirmed} of {wanted} replicas \
+         confirmed it within {waited:?}; retry with the same Idempotency-Key"
+    )]
+    NotReplicated {
+        wanted: usize,
+        confirmed: usize,
+        waited: std::time::Duration,
+    },
 }
 
 /// What an engine holds, sampled for metrics.

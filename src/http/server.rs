@@ -34,7 +34,7 @@ use tower::ServiceExt;
 use super::event_stream::{self, After, Opening};
 use super::stream::Stream;
 use crate::config::ServerConfig;
-use crate::limits::{retry_after_seconds, RateLimiter};
+use crate::limits::{retry_after_seconds, ConnectionSlot, RateLimiter};
 
 /// Most headers in one request.
 pub const MAX_HEADERS: usize = 100;
@@ -137,11 +137,11 @@ pub async fn run(
                     let operations = operations.clone();
                     let config = config.clone();
                     let shutdown = shutdown.clone();
+                    let slot = ConnectionSlot(Arc::new(slot));
                     tracker.spawn(async move {
                         if let Some(stream) = secure(stream, peer, tls, timeout).await {
-                            serve_hyper(stream, peer, operations, &config, shutdown).await;
+                            serve_hyper(stream, peer, operations, &config, shutdown, slot).await;
                         }
-                        drop(slot);
                     });
                 }
                 Err(_) => {
@@ -158,15 +158,15 @@ pub async fn run(
         let app = app.clone();
         let config = config.clone();
         let shutdown = shutdown.clone();
+        let slot = ConnectionSlot(Arc::new(slot));
         tracker.spawn(async move {
             let handshake = tokio::select! {
                 stream = secure(stream, peer, tls, timeout) => stream,
                 _ = shutdown.cancelled() => None,
             };
             if let Some(stream) = handshake {
-                serve_connection(stream, peer, app, &config, shutdown).await;
+                serve_connection(stream, peer, app, &config, shutdown, slot).await;
             }
-            drop(slot);
         });
     }
     // Close the listening socket now rather than when the drain ends: a new
@@ -265,11 +265,12 @@ async fn serve_connection(
     app: Router,
     config: &ServerConfig,
     shutdown: CancellationToken,
+    slot: ConnectionSlot,
 ) {
     if stream.is_h2() {
         // HTTP/2 (by ALPN): every request, event streams included, is
         // hyper's; streams share the connection.
-        return serve_hyper(stream, peer, app, config, shutdown).await;
+        return serve_hyper(stream, peer, app, config, shutdown, slot).await;
     }
     match event_stream::open(&mut stream, peer, config).await {
         Opening::Gone => return,
@@ -281,7 +282,7 @@ async fn serve_connection(
             }
         }
     }
-    serve_hyper(stream, peer, app, config, shutdown).await;
+    serve_hyper(stream, peer, app, config, shutdown, slot).await;
 }
 
 async fn serve_hyper(
@@ -290,9 +291,11 @@ async fn serve_hyper(
     app: Router,
     config: &ServerConfig,
     shutdown: CancellationToken,
+    slot: ConnectionSlot,
 ) {
     let service = app.map_request(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(slot.clone());
         request.map(Body::new)
     });
     let builder = builder(config);

@@ -96,11 +96,44 @@ pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
     dir: PathBuf,
+    role: Role,
+}
+
+/// What a [`RedisServer`] is started as.
+#[derive(Clone)]
+enum Role {
+    Primary,
+    /// `--replicaof 127.0.0.1 PORT`.
+    Replica(u16),
+    /// `redis-server --sentinel` watching the primary on PORT as NAME.
+    Sentinel {
+        master: String,
+        port: u16,
+    },
 }
 
 impl RedisServer {
     /// Starts a fresh Redis (no persistence) on a free loopback port.
     pub async fn start() -> Self {
+        Self::start_as(Role::Primary).await
+    }
+
+    /// Starts a replica of the Redis on `primary`.
+    pub async fn start_replica(primary: u16) -> Self {
+        Self::start_as(Role::Replica(primary)).await
+    }
+
+    /// Starts a sentinel watching the Redis on `primary` as `master`
+    /// (quorum 2, down after 1 s: a failover within a few seconds).
+    pub async fn start_sentinel(master: &str, primary: u16) -> Self {
+        Self::start_as(Role::Sentinel {
+            master: master.to_owned(),
+            port: primary,
+        })
+        .await
+    }
+
+    async fn start_as(role: Role) -> Self {
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "herald-redis-{}-{}",
@@ -115,6 +148,7 @@ impl RedisServer {
                 port: free_port(),
                 child: None,
                 dir: dir.clone(),
+                role: role.clone(),
             };
             if server.spawn().await {
                 return server;
@@ -130,9 +164,39 @@ impl RedisServer {
 
     /// Starts redis-server on `self.port`; false if it exited (port taken).
     async fn spawn(&mut self) -> bool {
-        let args: Vec<std::ffi::OsString> = vec!["--loglevel".into(), "warning".into()];
-        self.child = spawn_redis_server(self.port, &self.dir, &args, Stdio::null).await;
+        let mut args: Vec<std::ffi::OsString> = vec!["--loglevel".into(), "warning".into()];
+        self.child = match &self.role {
+            Role::Primary => spawn_redis_server(self.port, &self.dir, &args, Stdio::null).await,
+            Role::Replica(primary) => {
+                args.extend([
+                    "--replicaof".into(),
+                    "127.0.0.1".into(),
+                    primary.to_string().into(),
+                ]);
+                spawn_redis_server(self.port, &self.dir, &args, Stdio::null).await
+            }
+            Role::Sentinel { master, port } => {
+                // A sentinel rewrites its file: one per sentinel.
+                let conf = self.dir.join(format!("sentinel-{}.conf", self.port));
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "sentinel monitor {master} 127.0.0.1 {port} 2\n\
+                         sentinel down-after-milliseconds {master} 1000\n\
+                         sentinel failover-timeout {master} 10000\n\
+                         sentinel parallel-syncs {master} 2\n"
+                    ),
+                )
+                .unwrap();
+                spawn_redis(Some(&conf), self.port, &self.dir, &args, Stdio::null).await
+            }
+        };
         self.child.is_some()
+    }
+
+    /// The process id of the running server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
     }
 
     /// Kills the server (SIGKILL) and waits until it is gone and the port is closed.
@@ -160,6 +224,13 @@ impl RedisServer {
         );
     }
 
+    /// Starts the server again on its port, empty, as a replica of `primary`
+    /// (a killed primary rejoining after a failover).
+    pub async fn restart_as_replica(&mut self, primary: u16) {
+        self.role = Role::Replica(primary);
+        self.restart().await;
+    }
+
     /// Runs one command, failing the test on error.
     pub async fn command(&self, args: &[&str]) -> String {
         within(
@@ -182,11 +253,26 @@ pub async fn spawn_redis_server(
     extra: &[std::ffi::OsString],
     stderr: fn() -> Stdio,
 ) -> Option<Child> {
-    let mut child = Command::new("redis-server")
+    spawn_redis(None, port, dir, extra, stderr).await
+}
+
+/// [`spawn_redis_server`], as a sentinel when given its configuration file.
+async fn spawn_redis(
+    sentinel_conf: Option<&std::path::Path>,
+    port: u16,
+    dir: &std::path::Path,
+    extra: &[std::ffi::OsString],
+    stderr: fn() -> Stdio,
+) -> Option<Child> {
+    let mut command = Command::new("redis-server");
+    if let Some(conf) = sentinel_conf {
+        command.arg(conf).arg("--sentinel");
+    } else {
+        command.args(["--save", ""]).args(["--appendonly", "no"]);
+    }
+    let mut child = command
         .args(["--port", &port.to_string()])
         .args(["--bind", "127.0.0.1"])
-        .args(["--save", ""])
-        .args(["--appendonly", "no"])
         .args(["--daemonize", "no"])
         .arg("--dir")
         .arg(dir)
@@ -447,6 +533,11 @@ impl SseStream {
         }
         let response = within("the SSE response", request.send()).await.unwrap();
         assert_eq!(response.status(), 200, "SSE {path} on {addr}");
+        Self::from_response(response)
+    }
+
+    /// The events of a response already answered.
+    pub fn from_response(response: reqwest::Response) -> Self {
         let events = response.bytes_stream().eventsource().map(|e| e.ok());
         Self {
             events: Box::pin(events),
@@ -591,4 +682,104 @@ pub async fn publish_retried(nodes: &[&Node], channel: &str, key: &str, data: &s
         ids.push(answer["id"].as_str().unwrap().to_owned());
     }
     ids
+}
+
+/// A primary, two replicas and three sentinels watching them as `master`:
+/// real processes on free loopback ports, killed when dropped.
+pub struct Sentinelled {
+    pub master: String,
+    /// The data servers: the first started as the primary, then its replicas.
+    pub servers: Vec<RedisServer>,
+    pub sentinels: Vec<RedisServer>,
+}
+
+impl Sentinelled {
+    /// Starts them all and waits until a failover can happen: both replicas
+    /// in sync and every sentinel knowing the replicas and the other sentinels.
+    pub async fn start(master: &str) -> Self {
+        let primary = RedisServer::start().await;
+        let mut replicas = Vec::new();
+        for _ in 0..2 {
+            replicas.push(RedisServer::start_replica(primary.port).await);
+        }
+        eventually(RECOVERY, "both replicas to be in sync", || async {
+            let info = redis_command(primary.port, &["INFO", "replication"])
+                .await
+                .unwrap_or_default();
+            info.contains("connected_slaves:2") && info.matches("state=online").count() == 2
+        })
+        .await;
+        let mut sentinels = Vec::new();
+        for _ in 0..3 {
+            sentinels.push(RedisServer::start_sentinel(master, primary.port).await);
+        }
+        replicas.insert(0, primary);
+        let set = Self {
+            master: master.to_owned(),
+            servers: replicas,
+            sentinels,
+        };
+        // Sentinels find the replicas through INFO and each other through
+        // hello messages every 2 s.
+        eventually(
+            Duration::from_secs(30),
+            "every sentinel to know 2 replicas and 3 sentinels",
+            || async {
+                let mut all = true;
+                for sentinel in &set.sentinels {
+                    let info = redis_command(sentinel.port, &["INFO", "sentinel"])
+                        .await
+                        .unwrap_or_default();
+                    all &= info.contains("status=ok")
+                        && info.contains("slaves=2")
+                        && info.contains("sentinels=3");
+                }
+                all
+            },
+        )
+        .await;
+        set
+    }
+
+    /// `herald serve` flags that find the primary through these sentinels.
+    pub fn flags(&self) -> Vec<String> {
+        let addrs: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        vec![
+            "--redis-sentinel".into(),
+            addrs.join(","),
+            "--redis-sentinel-master".into(),
+            self.master.clone(),
+        ]
+    }
+
+    /// The port of the primary a sentinel names now.
+    pub async fn primary_port(&self) -> Option<u16> {
+        for sentinel in &self.sentinels {
+            let Ok(info) = redis_command(sentinel.port, &["INFO", "sentinel"]).await else {
+                continue;
+            };
+            let port = info
+                .split("address=")
+                .nth(1)
+                .and_then(|rest| rest.split(',').next())
+                .and_then(|addr| addr.rsplit(':').next())
+                .and_then(|port| port.parse().ok());
+            if port.is_some() {
+                return port;
+            }
+        }
+        None
+    }
+
+    /// The server (primary or replica) listening on `port`.
+    pub fn server(&mut self, port: u16) -> &mut RedisServer {
+        self.servers
+            .iter_mut()
+            .find(|r| r.port == port)
+            .expect("a server of this set")
+    }
 }

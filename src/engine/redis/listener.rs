@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
+use super::sentinel::Failover;
 use super::store::{channel_of_topic, unavailable, CALL_TIMEOUT};
 use super::Shared;
 use crate::engine::EngineError;
@@ -28,17 +29,34 @@ pub enum Request {
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Where the Pub/Sub connection goes.
+pub enum Target {
+    /// The configured URLs (one server, or a cluster's nodes), in turn.
+    Urls(Vec<String>),
+    /// Whichever server the sentinels name primary at each (re)connection.
+    Sentinel(Failover),
+}
+
 /// Runs until the engine is dropped.
-pub async fn run(shared: Weak<Shared>, urls: Vec<String>, mut requests: mpsc::Receiver<Request>) {
-    let clients: Vec<redis::Client> = urls
-        .iter()
-        .filter_map(|url| redis::Client::open(url.as_str()).ok())
-        .collect();
+pub async fn run(shared: Weak<Shared>, target: Target, mut requests: mpsc::Receiver<Request>) {
+    let (clients, failover): (Vec<redis::Client>, Option<Failover>) = match target {
+        Target::Urls(urls) => (
+            urls.iter()
+                .filter_map(|url| redis::Client::open(url.as_str()).ok())
+                .collect(),
+            None,
+        ),
+        Target::Sentinel(failover) => (Vec::new(), Some(failover)),
+    };
     let mut topics: HashSet<String> = HashSet::new();
     let mut backoff = MIN_BACKOFF;
     let mut next = 0usize;
     loop {
-        let pubsub = match connect(&clients, &mut next).await {
+        let connected = match &failover {
+            Some(failover) => connect_primary(failover).await,
+            None => connect(&clients, &mut next).await,
+        };
+        let pubsub = match connected {
             Ok(pubsub) => pubsub,
             Err(error) => {
                 tracing::debug!(%error, "Redis Pub/Sub connection failed; retrying");
@@ -144,4 +162,15 @@ async fn connect(
         *next += 1;
     }
     Err(last_error)
+}
+
+/// Opens a Pub/Sub connection to the server the sentinels name primary
+/// (notes are published there, and a demoted server's clients are dropped).
+async fn connect_primary(failover: &Failover) -> Result<redis::aio::PubSub, EngineError> {
+    let client = failover.sentinels().primary().await?;
+    match tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub()).await {
+        Ok(Ok(pubsub)) => Ok(pubsub),
+        Ok(Err(error)) => Err(unavailable(error)),
+        Err(_) => Err(unavailable("connecting timed out")),
+    }
 }

@@ -16,6 +16,7 @@
 
 mod listener;
 mod presence;
+pub mod sentinel;
 mod store;
 pub mod wire;
 
@@ -42,14 +43,31 @@ use crate::hub::{
 };
 
 /// How to reach Redis.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// One URL (`redis://host:port/db`), or a cluster's seed nodes.
+    /// One URL (`redis://host:port/db`), or a cluster's seed nodes; unused
+    /// when the sentinels name the primary.
     pub urls: Vec<String>,
     /// The URLs are seed nodes of a Redis Cluster.
     pub cluster: bool,
     /// Prefix of every key and topic, so several deployments can share a Redis.
     pub prefix: String,
+    /// Find the primary through Redis Sentinel and follow its failovers.
+    pub sentinel: Option<SentinelConfig>,
+    /// Replicas that must confirm a publish (`WAIT`) before it is
+    /// acknowledged; 0 acknowledges once the primary has it.
+    pub wait_replicas: usize,
+    /// How long a publish waits for those replicas before it is answered `503`.
+    pub wait_timeout: Duration,
+}
+
+/// The sentinels that know which server is the primary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelConfig {
+    /// `HOST:PORT` of each sentinel.
+    pub addrs: Vec<String>,
+    /// The name the sentinels monitor the primary by.
+    pub master: String,
 }
 
 /// A cached channel unused for this long, with no local subscriber, is dropped
@@ -119,10 +137,34 @@ impl RedisEngine {
         policy: Arc<ChannelPolicy>,
         track_occupancy: bool,
     ) -> Result<Self, EngineError> {
-        let connection: Connection = store::connect(&config.urls, config.cluster).await?;
+        let (connection, target) = match &config.sentinel {
+            Some(sentinel) => {
+                let failover = sentinel::Failover::new(sentinel::Sentinels::new(
+                    &sentinel.addrs,
+                    &sentinel.master,
+                )?);
+                (
+                    Connection::Sentinel(failover.clone()),
+                    listener::Target::Sentinel(failover),
+                )
+            }
+            None => (
+                store::connect(&config.urls, config.cluster).await?,
+                listener::Target::Urls(config.urls.clone()),
+            ),
+        };
         let (requests, queue) = mpsc::channel(1024);
         let (changes, pending) = mpsc::channel(PENDING_CHANGES);
-        let store = Store::new(connection, config.prefix.clone(), policy.clone());
+        let durability = store::Durability {
+            replicas: config.wait_replicas,
+            timeout: config.wait_timeout,
+        };
+        let store = Store::new(
+            connection,
+            config.prefix.clone(),
+            policy.clone(),
+            durability,
+        );
         let cluster = ClusterPresence::new(
             store.connection(),
             store.prefix().to_owned(),
@@ -142,11 +184,7 @@ impl RedisEngine {
             reported: Mutex::new(HashMap::new()),
             reporting: AtomicBool::new(false),
         });
-        tokio::spawn(listener::run(
-            Arc::downgrade(&shared),
-            config.urls.clone(),
-            queue,
-        ));
+        tokio::spawn(listener::run(Arc::downgrade(&shared), target, queue));
         tokio::spawn(share_changes(Arc::downgrade(&shared), pending));
         if !shared.store.ping().await {
             tracing::warn!("Redis does not answer yet; publishes fail with 503 until it does");

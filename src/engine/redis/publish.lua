@@ -12,6 +12,9 @@ if ARGV[8] == '1' then
   if earlier then
     local e, s, t = string.match(earlier, '^(%w+) (%d+) (%d+)$')
     if e == epoch then
+      -- A write, so that a WAIT after this script (--redis-wait-replicas)
+      -- counts replicas that hold everything up to now, the first publish too.
+      redis.call('PEXPIRE', meta, keep_ms(ttl))
       return {epoch, tonumber(s), tonumber(t), 1, others(KEYS[4], ARGV[11], now)}
     end
   end

@@ -14,6 +14,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
+use super::sentinel::Failover;
 use super::wire::{self, Entry};
 use crate::engine::EngineError;
 use crate::hub::{ChannelName, ChannelPolicy, DataKind, Draft, HistoryLimits};
@@ -61,13 +62,15 @@ pub fn channel_of_topic(topic: &str) -> Option<ChannelName> {
     ChannelName::parse(&topic[start..end]).ok()
 }
 
-/// A command connection: one multiplexed connection to a Redis server, or a
-/// cluster client that routes each call by its keys' slot. Both pipeline
-/// concurrent calls over few sockets, so a publish costs one round trip.
+/// A command connection: one multiplexed connection to a Redis server, a
+/// cluster client that routes each call by its keys' slot, or a connection
+/// to whichever server the sentinels name primary. All pipeline concurrent
+/// calls over few sockets, so a publish costs one round trip.
 #[derive(Clone)]
 pub enum Connection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(Failover),
 }
 
 impl ConnectionLike for Connection {
@@ -75,6 +78,7 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -87,6 +91,7 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -94,12 +99,22 @@ impl ConnectionLike for Connection {
         match self {
             Self::Single(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
+            Self::Sentinel(c) => c.get_db(),
         }
     }
 }
 
 pub fn unavailable(error: impl std::fmt::Display) -> EngineError {
     EngineError::Unavailable(format!("redis: {error}"))
+}
+
+/// How many replicas must hold a publish before it is acknowledged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Durability {
+    /// 0: the primary's answer is enough (what Redis replication gives by default).
+    pub replicas: usize,
+    /// The longest `WAIT` for them.
+    pub timeout: Duration,
 }
 
 /// The outcome of the publish script.
@@ -149,6 +164,7 @@ pub struct Store {
     info: Script,
     delete: Script,
     renew: Script,
+    durability: Durability,
 }
 
 fn with_prelude(body: &str) -> Script {
@@ -169,15 +185,28 @@ fn parse_epoch(text: &str) -> Result<u64, EngineError> {
 async fn bounded<T>(
     future: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, EngineError> {
-    match tokio::time::timeout(CALL_TIMEOUT, future).await {
+    bounded_for(CALL_TIMEOUT, future).await
+}
+
+async fn bounded_for<T>(
+    limit: Duration,
+    future: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, EngineError> {
+    match tokio::time::timeout(limit, future).await {
         Ok(result) => result.map_err(unavailable),
         Err(_) => Err(unavailable("no answer in time")),
     }
 }
 
 impl Store {
-    pub fn new(connection: Connection, prefix: String, policy: Arc<ChannelPolicy>) -> Self {
+    pub fn new(
+        connection: Connection,
+        prefix: String,
+        policy: Arc<ChannelPolicy>,
+        durability: Durability,
+    ) -> Self {
         Self {
+            durability,
             connection,
             prefix,
             policy,
@@ -247,13 +276,38 @@ impl Store {
                 DataKind::Text => "",
             });
         let mut connection = self.connection.clone();
-        let (epoch, seq, published_at_ms, repeated, remote_subscribers): (
-            String,
-            u64,
-            u64,
-            u8,
-            usize,
-        ) = bounded(call.invoke_async(&mut connection)).await?;
+        type Answer = (String, u64, u64, u8, usize);
+        let (epoch, seq, published_at_ms, repeated, remote_subscribers): Answer =
+            if self.durability.replicas == 0 {
+                bounded(call.invoke_async(&mut connection)).await?
+            } else {
+                // WAIT counts the replicas that hold every write made so far
+                // on the connection that asks, so it must follow the script
+                // on the same socket: one pipeline, which also loads the
+                // script (a primary just promoted may not have it).
+                let wait_ms = (self.durability.timeout.as_millis() as u64).max(1);
+                let mut pipeline = redis::pipe();
+                pipeline
+                    .load_script(&self.publish)
+                    .ignore()
+                    .invoke_script(&call)
+                    .cmd("WAIT")
+                    .arg(self.durability.replicas)
+                    .arg(wait_ms);
+                let (answer, confirmed): (Answer, usize) = bounded_for(
+                    CALL_TIMEOUT + self.durability.timeout,
+                    pipeline.query_async(&mut connection),
+                )
+                .await?;
+                if confirmed < self.durability.replicas {
+                    return Err(EngineError::NotReplicated {
+                        wanted: self.durability.replicas,
+                        confirmed,
+                        waited: self.durability.timeout,
+                    });
+                }
+                answer
+            };
         Ok(Appended {
             epoch: parse_epoch(&epoch)?,
             seq,

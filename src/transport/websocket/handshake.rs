@@ -14,6 +14,7 @@ use sha1::{Digest, Sha1};
 
 use super::WebSocket;
 use crate::error::ApiError;
+use crate::limits::ConnectionSlot;
 use crate::transport::Context;
 
 /// The GUID every server appends to the client's key (RFC 6455 §1.3).
@@ -25,6 +26,8 @@ pub struct Handshake {
     accept: HeaderValue,
     on_upgrade: OnUpgrade,
     deflate_offered: bool,
+    /// The connection's place under `--max-connections`, kept by the WebSocket task.
+    slot: Option<ConnectionSlot>,
 }
 
 impl Handshake {
@@ -39,10 +42,12 @@ impl Handshake {
         let extensions = parts.headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS);
         let deflate_offered =
             super::deflate::offered(extensions.iter().filter_map(|v| v.to_str().ok()));
+        let slot = parts.extensions.get::<ConnectionSlot>().cloned();
         Ok(Self {
             accept,
             on_upgrade,
             deflate_offered,
+            slot,
         })
     }
 
@@ -59,11 +64,13 @@ impl Handshake {
             accept,
             on_upgrade,
             deflate_offered,
+            slot,
         } = self;
         let deflate = deflate_offered && ctx.config.ws_compression;
         let max_message = super::max_message(&ctx.channels);
         let shutdown = ctx.shutdown.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match on_upgrade.await {
                 Ok(upgraded) => {
                     if deflate {
