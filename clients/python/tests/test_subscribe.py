@@ -215,3 +215,25 @@ async def test_presence_lists_a_subscriber_with_its_token_user_and_info(tmp_path
             assert sub is not None
     finally:
         stop_herald(server)
+
+
+def _compressed_sockets(url: str) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("herald_ws_compressed_total"):
+                return int(float(line.split()[-1]))
+    raise AssertionError("herald_ws_compressed_total is not exposed")
+
+
+async def test_the_websockets_library_negotiates_compression(herald: Server, channel: str) -> None:
+    """The SDK's /ws socket is the `websockets` library's, which offers
+    permessage-deflate: herald accepts it, and messages arrive intact."""
+    before = _compressed_sockets(herald.url)
+    big = {"text": "herald " * 200}
+    async with AsyncHerald(herald.url) as h, h.subscribe(channel) as sub:
+        sent = await h.publish(channel, big)
+        got = await take(sub, 1)
+    assert got == [Message(sent["id"], channel, '{"text":"' + "herald " * 200 + '"}')]
+    assert _compressed_sockets(herald.url) >= before + 1
