@@ -215,7 +215,6 @@ impl ChannelState {
         self.subscribers.retain(|s| s.id() != id);
     }
 
-    /// Every subscriber, removed from the channel (on delete).
     /// Tells the subscribers that listen for joins and leaves of `notice`,
     /// unless there are more than `max_listeners` subscribers here (beyond
     /// that, join/leave fan-out would cost the square of the channel's size;
@@ -230,6 +229,7 @@ impl ChannelState {
             .count()
     }
 
+    /// Every subscriber, removed from the channel (on delete).
     pub fn take_subscribers(&mut self) -> Vec<SubscriberHandle> {
         std::mem::take(&mut self.subscribers)
     }
