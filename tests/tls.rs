@@ -503,3 +503,38 @@ fn a_tls_listener_and_the_certificate_go_together() {
     assert!(!half.status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn an_http2_client_turned_away_reads_its_refusal_as_http2() {
+    let dir = scratch("h2-refusal");
+    let ca = make_ca(&dir);
+    make_certificate(&dir, "herald test");
+    // One new connection per second from loopback, two at once at most.
+    let server = start(&dir, |c| {
+        c.connection_rate = 1.0;
+        c.rate_limit_loopback = true;
+    })
+    .await;
+    let base = format!("https://{}", server.tls_addr().unwrap());
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        // A fresh client each time: a new connection, over HTTP/2.
+        let client = https_client(&[&ca], true);
+        let response = within("an answer", client.get(format!("{base}/healthz")).send())
+            .await
+            .expect("an HTTP/2 answer, even a refusal");
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        let status = response.status().as_u16();
+        if status == 429 {
+            assert!(response.headers().contains_key("retry-after"));
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "rate_limited");
+        }
+        statuses.push(status);
+    }
+    assert!(
+        statuses.contains(&429),
+        "some connection was refused: {statuses:?}"
+    );
+    server.shutdown();
+}

@@ -373,6 +373,22 @@ async fn refuse(stream: Stream, refusal: Refusal) {
     let service = hyper::service::service_fn(move |_request: Request<Incoming>| async move {
         Ok::<_, Infallible>(refusal.response())
     });
+    if stream.is_h2() {
+        // An HTTP/2 client (by ALPN) reads the refusal only as HTTP/2: answer
+        // what it asks within a moment, then say goodbye (GOAWAY).
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder.timer(TokioTimer::new()).max_concurrent_streams(8);
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        if tokio::time::timeout(Duration::from_secs(1), connection.as_mut())
+            .await
+            .is_err()
+        {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+        }
+        return;
+    }
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
