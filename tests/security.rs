@@ -956,3 +956,38 @@ async fn forwarded_client_addresses_count_only_from_a_trusted_proxy() {
         "one peer, however it names itself"
     );
 }
+
+#[tokio::test]
+async fn a_full_server_answers_a_bounded_number_of_refusals_and_closes_the_rest() {
+    use herald::http::server::{OPERATIONS_SLOTS, REFUSAL_SLOTS};
+    let server = start(|c| c.max_connections = 1).await;
+    // Connections that send nothing hold the client slot, every operations
+    // slot and every refusal slot (the accept loop takes them in order).
+    let mut held = Vec::new();
+    for _ in 0..1 + OPERATIONS_SLOTS + REFUSAL_SLOTS {
+        held.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    // One more is closed at once, without an answer: refusals never hold
+    // more descriptors than their slots.
+    let mut extra = TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = [0u8; 256];
+    // (At once: a refusal would wait seconds for a request head first.)
+    let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf))
+        .await
+        .expect("the extra connection is closed at once");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "closed without an answer: {read:?}"
+    );
+    // A connection in a refusal slot still gets its 503.
+    let refused = held.last_mut().unwrap();
+    refused
+        .write_all(b"GET /pub/x HTTP/1.1\r\nHost: herald\r\n\r\n")
+        .await
+        .unwrap();
+    let n = within("the refusal", refused.read(&mut buf)).await.unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    drop(held);
+    server.shutdown();
+}

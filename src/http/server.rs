@@ -43,6 +43,12 @@ pub const MAX_HEADERS: usize = 100;
 /// and metrics endpoints, so that a full server can be seen from outside.
 pub const OPERATIONS_SLOTS: usize = 32;
 
+/// Connections being answered a refusal (429, 503) at once. Beyond them a
+/// refused connection is closed without an answer, so that refusals never
+/// hold more descriptors than the reserve `--max-connections` leaves (a
+/// flood of half-open connections at a full server must not exhaust them).
+pub const REFUSAL_SLOTS: usize = 64;
+
 /// Most concurrent streams (requests, event streams) on one HTTP/2 connection.
 pub const H2_MAX_STREAMS: u32 = 256;
 
@@ -54,14 +60,17 @@ const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(5);
 pub struct Slots {
     clients: Arc<Semaphore>,
     operations: Arc<Semaphore>,
+    refusals: Arc<Semaphore>,
 }
 
 impl Slots {
-    /// `--max-connections` slots, plus [`OPERATIONS_SLOTS`].
+    /// `--max-connections` slots, plus [`OPERATIONS_SLOTS`] and
+    /// [`REFUSAL_SLOTS`].
     pub fn new(max_connections: usize) -> Self {
         Self {
             clients: Arc::new(Semaphore::new(max_connections)),
             operations: Arc::new(Semaphore::new(OPERATIONS_SLOTS)),
+            refusals: Arc::new(Semaphore::new(REFUSAL_SLOTS)),
         }
     }
 }
@@ -124,10 +133,15 @@ pub async fn run(
         let timeout = config.header_read_timeout;
         if let Err(wait) = limited {
             let refusal = too_many_connections(wait);
+            let Ok(permit) = slots.refusals.clone().try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
             tracker.spawn(async move {
                 if let Some(stream) = secure(stream, peer, tls, timeout).await {
                     refuse(stream, refusal).await;
                 }
+                drop(permit);
             });
             continue;
         }
@@ -146,10 +160,15 @@ pub async fn run(
                 }
                 Err(_) => {
                     let refusal = server_full();
+                    let Ok(permit) = slots.refusals.clone().try_acquire_owned() else {
+                        drop(stream);
+                        continue;
+                    };
                     tracker.spawn(async move {
                         if let Some(stream) = secure(stream, peer, tls, timeout).await {
                             refuse(stream, refusal).await;
                         }
+                        drop(permit);
                     });
                 }
             }
