@@ -959,17 +959,43 @@ async fn forwarded_client_addresses_count_only_from_a_trusted_proxy() {
 
 #[tokio::test]
 async fn a_full_server_answers_a_bounded_number_of_refusals_and_closes_the_rest() {
-    use herald::http::server::{OPERATIONS_SLOTS, REFUSAL_SLOTS};
-    let server = start(|c| c.max_connections = 1).await;
+    use herald::http::server::{refusal_slots, OPERATIONS_SLOTS};
+    use std::io::BufRead;
+    // Its own process with 400 open files: its refusal slots are then few
+    // enough for every held connection to fit the listen backlog, so the
+    // server accepts them in the order they were made.
+    const OPEN_FILES: u64 = 400;
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n {OPEN_FILES} && exec \"$0\" serve --listen 127.0.0.1:0 --max-connections 1 --log-level warn"
+        ))
+        .arg(env!("CARGO_BIN_EXE_herald"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = std::io::BufReader::new(stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let addr: SocketAddr = line.rsplit("http://").next().unwrap().parse().unwrap();
+    let guard = scopeguard(child);
+    let refusals = refusal_slots(1, OPEN_FILES);
+    assert!(
+        1 + OPERATIONS_SLOTS + refusals < 512,
+        "fits a listen backlog"
+    );
     // Connections that send nothing hold the client slot, every operations
     // slot and every refusal slot (the accept loop takes them in order).
     let mut held = Vec::new();
-    for _ in 0..1 + OPERATIONS_SLOTS + REFUSAL_SLOTS {
-        held.push(TcpStream::connect(server.addr).await.unwrap());
+    for _ in 0..1 + OPERATIONS_SLOTS + refusals {
+        held.push(TcpStream::connect(addr).await.unwrap());
     }
     // One more is closed at once, without an answer: refusals never hold
     // more descriptors than their slots.
-    let mut extra = TcpStream::connect(server.addr).await.unwrap();
+    let mut extra = TcpStream::connect(addr).await.unwrap();
     let mut buf = [0u8; 256];
     // (At once: a refusal would wait seconds for a request head first.)
     let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf))
@@ -989,5 +1015,5 @@ async fn a_full_server_answers_a_bounded_number_of_refusals_and_closes_the_rest(
     let answer = String::from_utf8_lossy(&buf[..n]);
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     drop(held);
-    server.shutdown();
+    drop(guard);
 }

@@ -43,11 +43,23 @@ pub const MAX_HEADERS: usize = 100;
 /// and metrics endpoints, so that a full server can be seen from outside.
 pub const OPERATIONS_SLOTS: usize = 32;
 
-/// Connections being answered a refusal (429, 503) at once. Beyond them a
-/// refused connection is closed without an answer, so that refusals never
-/// hold more descriptors than the reserve `--max-connections` leaves (a
-/// flood of half-open connections at a full server must not exhaust them).
+/// The fewest connections answered a refusal (429, 503) at once. Beyond
+/// the refusal slots a refused connection is closed without an answer, so
+/// that refusals never hold more descriptors than the reserve
+/// `--max-connections` leaves (a flood of half-open connections at a full
+/// server must not exhaust them). See [`refusal_slots`].
 pub const REFUSAL_SLOTS: usize = 64;
+
+/// Refusal slots for a server: half of the open files left over by the
+/// connection and operations slots (the other half stays for Redis, the
+/// data store and the process), at least [`REFUSAL_SLOTS`], at most 4,096.
+pub fn refusal_slots(max_connections: usize, open_files: u64) -> usize {
+    let open_files = usize::try_from(open_files).unwrap_or(usize::MAX);
+    let spare = open_files
+        .saturating_sub(max_connections)
+        .saturating_sub(OPERATIONS_SLOTS);
+    (spare / 2).clamp(REFUSAL_SLOTS, 4_096)
+}
 
 /// Most concurrent streams (requests, event streams) on one HTTP/2 connection.
 pub const H2_MAX_STREAMS: u32 = 256;
@@ -64,13 +76,14 @@ pub struct Slots {
 }
 
 impl Slots {
-    /// `--max-connections` slots, plus [`OPERATIONS_SLOTS`] and
-    /// [`REFUSAL_SLOTS`].
+    /// `--max-connections` slots, plus [`OPERATIONS_SLOTS`] and the
+    /// [`refusal_slots`] the open-file limit leaves room for.
     pub fn new(max_connections: usize) -> Self {
+        let (open_files, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 0));
         Self {
             clients: Arc::new(Semaphore::new(max_connections)),
             operations: Arc::new(Semaphore::new(OPERATIONS_SLOTS)),
-            refusals: Arc::new(Semaphore::new(REFUSAL_SLOTS)),
+            refusals: Arc::new(Semaphore::new(refusal_slots(max_connections, open_files))),
         }
     }
 }
@@ -418,4 +431,17 @@ async fn refuse(stream: Stream, refusal: Refusal) {
         builder.serve_connection(TokioIo::new(stream), service),
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_take_half_the_spare_descriptors_within_bounds() {
+        // The default limit under 20,000 open files leaves 2,000 spare.
+        assert_eq!(refusal_slots(18_000, 20_000), 984);
+        assert_eq!(refusal_slots(100_000, 20_000), REFUSAL_SLOTS);
+        assert_eq!(refusal_slots(1_000, 1 << 20), 4_096);
+    }
 }
