@@ -640,29 +640,10 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_subscriber_neither_slows_a_fast_one_nor_grows_memory() {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--history-size",
-            "100",
-            "--log-level",
-            "warn",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let line = std::io::BufReader::new(stdout)
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    let addr: SocketAddr = line.rsplit("http://").next().unwrap().parse().unwrap();
-    let pid = child.id();
-    let guard = scopeguard(child);
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    command.args(["serve", "--listen", "127.0.0.1:0", "--history-size", "100"]);
+    command.args(["--log-level", "warn"]);
+    let (addr, pid, guard) = spawn_server(command);
     // What the server holds before the flood (its code and startup data:
     // more than 30 MB in a debug build, and growing with the binary).
     let baseline_rss = rss_kib(pid);
@@ -730,6 +711,25 @@ async fn a_stalled_subscriber_neither_slows_a_fast_one_nor_grows_memory() {
     );
     drop(stalled);
     drop(guard);
+}
+
+/// Starts `command` (a `herald serve` on port 0) and reads the address it
+/// prints; returns it, the process id, and a guard that kills the process.
+fn spawn_server(mut command: std::process::Command) -> (SocketAddr, u32, impl Drop) {
+    use std::io::BufRead;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = std::io::BufReader::new(stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let addr: SocketAddr = line.rsplit("http://").next().unwrap().parse().unwrap();
+    let pid = child.id();
+    (addr, pid, scopeguard(child))
 }
 
 /// Kills the child process when dropped, even if the test fails.
@@ -960,28 +960,18 @@ async fn forwarded_client_addresses_count_only_from_a_trusted_proxy() {
 #[tokio::test]
 async fn a_full_server_answers_a_bounded_number_of_refusals_and_closes_the_rest() {
     use herald::http::server::{refusal_slots, OPERATIONS_SLOTS};
-    use std::io::BufRead;
     // Its own process with 400 open files: its refusal slots are then few
     // enough for every held connection to fit the listen backlog, so the
     // server accepts them in the order they were made.
     const OPEN_FILES: u64 = 400;
-    let mut child = std::process::Command::new("sh")
+    let mut command = std::process::Command::new("sh");
+    command
         .arg("-c")
         .arg(format!(
             "ulimit -n {OPEN_FILES} && exec \"$0\" serve --listen 127.0.0.1:0 --max-connections 1 --log-level warn"
         ))
-        .arg(env!("CARGO_BIN_EXE_herald"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let line = std::io::BufReader::new(stdout)
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    let addr: SocketAddr = line.rsplit("http://").next().unwrap().parse().unwrap();
-    let guard = scopeguard(child);
+        .arg(env!("CARGO_BIN_EXE_herald"));
+    let (addr, _, guard) = spawn_server(command);
     let refusals = refusal_slots(1, OPEN_FILES);
     assert!(
         1 + OPERATIONS_SLOTS + refusals < 512,

@@ -637,24 +637,20 @@ impl Engine for DurableEngine {
         channel: &ChannelName,
         entry: &Arc<PresenceEntry>,
     ) -> Result<(), EngineError> {
-        let changes = self.presence.hold(channel, entry);
-        self.presence.apply_all(&self.hub, channel, changes);
+        self.presence.hold_here(&self.hub, channel, entry);
         Ok(())
     }
 
     fn release(&self, channel: &ChannelName, client: &Arc<str>, linger: Option<Duration>) {
-        let changes = self.presence.release(channel, client, linger);
-        self.presence.apply_all(&self.hub, channel, changes);
+        self.presence
+            .release_here(&self.hub, channel, client, linger);
     }
 
     async fn presence(
         &self,
         channel: &ChannelName,
     ) -> Result<Option<Vec<Arc<PresenceEntry>>>, EngineError> {
-        Ok(self
-            .presence
-            .listed(channel)
-            .then(|| self.presence.members(channel)))
+        Ok(self.presence.listing(channel))
     }
 
     fn channel_events(&self) -> tokio::sync::broadcast::Receiver<ChannelEvent> {

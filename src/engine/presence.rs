@@ -221,6 +221,30 @@ impl Presence {
         }
     }
 
+    /// A subscription holds `channel` on a node that is the whole picture
+    /// (memory, durable): the changes are told and emitted at once.
+    pub fn hold_here(&self, hub: &Hub, channel: &ChannelName, entry: &Arc<PresenceEntry>) {
+        let changes = self.hold(channel, entry);
+        self.apply_all(hub, channel, changes);
+    }
+
+    /// [`Presence::release`], told and emitted at once (see [`Presence::hold_here`]).
+    pub fn release_here(
+        &self,
+        hub: &Hub,
+        channel: &ChannelName,
+        client: &str,
+        linger: Option<Duration>,
+    ) {
+        let changes = self.release(channel, client, linger);
+        self.apply_all(hub, channel, changes);
+    }
+
+    /// This node's members of `channel`, or `None` without presence.
+    pub fn listing(&self, channel: &ChannelName) -> Option<Vec<Arc<PresenceEntry>>> {
+        self.listed(channel).then(|| self.members(channel))
+    }
+
     /// Expires lingering members and applies what that changed.
     pub fn sweep(&self, hub: &Hub) {
         for (channel, change) in self.expire() {
