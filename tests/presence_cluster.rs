@@ -27,12 +27,12 @@ presence = true
 join_leave = true
 "#;
 
-fn config_file() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("herald-presence-cluster-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// The test's configuration file, in a scratch directory removed with it.
+fn config_file() -> (common::Scratch, std::path::PathBuf) {
+    let dir = common::Scratch::new("presence-cluster");
     let path = dir.join("herald.toml");
     std::fs::write(&path, FILE).unwrap();
-    path
+    (dir, path)
 }
 
 async fn presence(addr: SocketAddr, channel: &str) -> Value {
@@ -97,7 +97,7 @@ async fn every_node_lists_every_clients_and_a_killed_node_drops_out() {
     let hook = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let file = config_file();
+    let (_dir, file) = config_file();
     let webhook = format!("http://{hook}/events");
     let args = [
         "--config",

@@ -7,7 +7,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,12 +24,9 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
 
-/// A directory of its own for one test's certificates.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("herald-tls-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A directory of its own for one test's certificates, removed with it.
+fn scratch(name: &str) -> common::Scratch {
+    common::Scratch::new(&format!("tls-{name}"))
 }
 
 /// Makes a test certificate authority in `dir` (`ca.pem`, `ca.key`) and
@@ -227,7 +224,6 @@ async fn https_serves_http1_and_http2_with_event_streams_on_both() {
         assert_eq!(polled["messages"].as_array().unwrap().len(), 2, "{polled}");
     }
     server.shutdown();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -286,7 +282,6 @@ async fn wss_serves_raw_and_protocol_sockets_and_meets_plain_subscribers() {
         }
     };
     assert_eq!(u16::from(closed.unwrap().code), 1012);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -337,7 +332,6 @@ async fn a_changed_certificate_is_served_without_a_restart() {
     .await;
     assert_eq!(served_certificate(tls, &[&ca]).await, second.to_vec());
     server.shutdown();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -386,7 +380,6 @@ async fn a_stalled_handshake_is_cut_at_the_header_read_timeout() {
         "two handshakes timed out:\n{text}"
     );
     server.shutdown();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `herald serve` as a process with a plain and a TLS listener.
@@ -468,7 +461,6 @@ async fn sighup_reloads_the_certificate_at_once() {
     assert_eq!(health.status(), 200);
     herald.child.start_kill().unwrap();
     let _ = herald.child.wait().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -501,7 +493,6 @@ fn a_tls_listener_and_the_certificate_go_together() {
     assert!(String::from_utf8_lossy(&without_listener.stderr).contains("tls://"));
     let half = check("listen = \"tls://0.0.0.0:8443\"\ntls_cert = \"c.pem\"\n");
     assert!(!half.status.success());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

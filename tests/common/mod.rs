@@ -228,3 +228,36 @@ pub async fn read_until(response: &mut reqwest::Response, needle: &str) -> Strin
     .await;
     raw
 }
+
+/// A scratch directory of one test under the system's temporary directory,
+/// removed when dropped, so that a failing test leaves nothing behind either.
+pub struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    /// A new empty directory named `herald-{name}-{pid}`.
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("herald-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        Self(dir)
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for Scratch {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -12,11 +12,14 @@ const TRANSPORTS = ["websocket", "sse", "poll"];
 
 let browser;
 const servers = [];
+const configDirs = [];
 
 before(async () => { browser = await launchChromium(); });
 after(async () => {
   await browser?.close();
   for (const server of servers) server.child.kill();
+  const { rmSync } = await import("node:fs");
+  for (const dir of configDirs) rmSync(dir, { recursive: true, force: true });
 });
 
 /** A fresh `herald serve --demo` with `args`, killed when the file ends. */
@@ -452,6 +455,7 @@ async function presenceHerald() {
   const { tmpdir } = await import("node:os");
   const { join } = await import("node:path");
   const dir = mkdtempSync(join(tmpdir(), "herald-js-presence-"));
+  configDirs.push(dir);
   const file = join(dir, "herald.toml");
   writeFileSync(file, '[[channels]]\npattern = "room.*"\npresence = true\njoin_leave = true\n');
   return herald(["--config", file]);

@@ -144,7 +144,7 @@ test("the console is usable at phone width", async () => {
 });
 
 test("the console shows who is on a channel with presence, and their joins and leaves live", async () => {
-  const { mkdtempSync, writeFileSync } = await import("node:fs");
+  const { mkdtempSync, rmSync, writeFileSync } = await import("node:fs");
   const { tmpdir } = await import("node:os");
   const { join } = await import("node:path");
   const dir = mkdtempSync(join(tmpdir(), "herald-console-presence-"));
@@ -171,5 +171,6 @@ test("the console shows who is on a channel with presence, and their joins and l
     await console1.close();
   } finally {
     own.child.kill();
+    rmSync(dir, { recursive: true, force: true });
   }
 });

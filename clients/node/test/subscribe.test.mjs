@@ -184,7 +184,7 @@ test('a bad channel is refused', async () => {
 });
 
 test('presence lists a subscriber with its token\'s user and info', async () => {
-  const { mkdtempSync, writeFileSync } = await import('node:fs');
+  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs');
   const { tmpdir } = await import('node:os');
   const { join } = await import('node:path');
   const dir = mkdtempSync(join(tmpdir(), 'herald-node-presence-'));
@@ -207,5 +207,6 @@ test('presence lists a subscriber with its token\'s user and info', async () => 
     sub.close();
   } finally {
     await server.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
