@@ -15,7 +15,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
-use metrics::{counter, gauge, histogram, Counter, Histogram as LatencyHistogram};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram as LatencyHistogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::hub::{now_ms, GapReason};
@@ -24,12 +24,17 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Handles of the metrics touched on every delivery and publish, looked up
 /// once: `counter!` with a label hashes its key into the registry on every
-/// call, which profiling showed at 7% of a fan-out's CPU.
+/// call, which profiling showed at 7% of a fan-out's CPU. A long poll opens
+/// and closes a connection's accounting on every request, so the connection
+/// gauges and counters are here too.
 struct Hot {
     deliveries: [Counter; TRANSPORTS.len()],
     latency: LatencyHistogram,
     publishes: Counter,
     published_bytes: Counter,
+    connections: [Gauge; TRANSPORTS.len()],
+    opened: [Counter; TRANSPORTS.len()],
+    disconnects: [[Counter; DISCONNECT_REASONS.len()]; TRANSPORTS.len()],
 }
 
 static HOT: OnceLock<Hot> = OnceLock::new();
@@ -48,7 +53,29 @@ fn hot() -> Option<&'static Hot> {
         latency: histogram!("herald_delivery_latency_seconds"),
         publishes: counter!("herald_publishes_total"),
         published_bytes: counter!("herald_published_bytes_total"),
+        connections: std::array::from_fn(
+            |i| gauge!("herald_connections", "transport" => TRANSPORTS[i]),
+        ),
+        opened: std::array::from_fn(
+            |i| counter!("herald_connections_opened_total", "transport" => TRANSPORTS[i]),
+        ),
+        disconnects: std::array::from_fn(|i| {
+            std::array::from_fn(|j| {
+                counter!(
+                    "herald_disconnects_total",
+                    "transport" => TRANSPORTS[i],
+                    "reason" => DISCONNECT_REASONS[j]
+                )
+            })
+        }),
     }))
+}
+
+/// The cached handles and `transport`'s place among them, for a transport
+/// [`TRANSPORTS`] names.
+fn hot_transport(transport: &str) -> Option<(&'static Hot, usize)> {
+    let slot = TRANSPORTS.iter().position(|t| *t == transport)?;
+    Some((hot()?, slot))
 }
 
 /// Transports counted by the live status page, in display order.
@@ -419,9 +446,17 @@ pub struct Connection {
 impl Connection {
     /// Counts a new connection on `transport` (`ws`, `sse`, `poll`, `socket`, `echo`).
     pub fn open(transport: &'static str) -> Self {
-        gauge!("herald_connections", "transport" => transport).increment(1.0);
+        match hot_transport(transport) {
+            Some((hot, slot)) => {
+                hot.connections[slot].increment(1.0);
+                hot.opened[slot].increment(1);
+            }
+            None => {
+                gauge!("herald_connections", "transport" => transport).increment(1.0);
+                counter!("herald_connections_opened_total", "transport" => transport).increment(1);
+            }
+        }
         live().connection_delta(transport, 1);
-        counter!("herald_connections_opened_total", "transport" => transport).increment(1);
         Self {
             transport,
             opened: Instant::now(),
@@ -437,13 +472,12 @@ impl Connection {
         }
         self.delivered += count as u64;
         let latency_ms = now_ms().saturating_sub(oldest_published_ms);
-        let slot = TRANSPORTS.iter().position(|t| *t == self.transport);
-        match (hot(), slot) {
-            (Some(hot), Some(slot)) => {
+        match hot_transport(self.transport) {
+            Some((hot, slot)) => {
                 hot.deliveries[slot].increment(count as u64);
                 hot.latency.record(latency_ms as f64 / 1000.0);
             }
-            _ => {
+            None => {
                 counter!("herald_deliveries_total", "transport" => self.transport)
                     .increment(count as u64);
                 histogram!("herald_delivery_latency_seconds").record(latency_ms as f64 / 1000.0);
@@ -468,10 +502,19 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        gauge!("herald_connections", "transport" => self.transport).decrement(1.0);
+        let reason = DISCONNECT_REASONS.iter().position(|r| *r == self.reason);
+        match (hot_transport(self.transport), reason) {
+            (Some((hot, slot)), Some(reason)) => {
+                hot.connections[slot].decrement(1.0);
+                hot.disconnects[slot][reason].increment(1);
+            }
+            _ => {
+                gauge!("herald_connections", "transport" => self.transport).decrement(1.0);
+                counter!("herald_disconnects_total", "transport" => self.transport, "reason" => self.reason)
+                    .increment(1);
+            }
+        }
         live().connection_delta(self.transport, -1);
-        counter!("herald_disconnects_total", "transport" => self.transport, "reason" => self.reason)
-            .increment(1);
         let duration_ms = self.opened.elapsed().as_millis() as u64;
         if self.transport == "poll" {
             tracing::debug!(

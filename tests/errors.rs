@@ -366,3 +366,121 @@ async fn a_request_refused_before_its_body_is_read_leaves_the_connection_usable(
     assert_eq!(response.status(), 413);
     assert_eq!(response.headers()["connection"], "close");
 }
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nhost: herald\r\n\r\n").into_bytes()
+}
+
+/// The answers to `requests` sent back to back on one connection, as text,
+/// once `answers` status lines have arrived (or the server closed).
+async fn pipelined_text(
+    addr: std::net::SocketAddr,
+    requests: &[Vec<u8>],
+    answers: usize,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&requests.concat()).await.unwrap();
+    let mut raw = Vec::new();
+    within("the pipelined answers", async {
+        let mut buffer = [0u8; 4096];
+        while String::from_utf8_lossy(&raw).matches("HTTP/1.1 ").count() < answers
+            || !raw.ends_with(b"}")
+        {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+#[tokio::test]
+async fn publishes_long_polls_and_other_requests_share_one_kept_alive_connection() {
+    let server = server().await;
+    // Publishes and long polls are served without hyper; the channel info
+    // request is hyper's, and so is everything after it on the connection.
+    let requests = [
+        post("/pub/mixed", b"one"),
+        post("/pub/mixed", b"two"),
+        get("/sub/mixed?since=0"),
+        get("/pub/mixed"),
+        post("/pub/mixed", b"three"),
+        get("/sub/mixed?since=0"),
+    ];
+    let text = pipelined_text(server.addr, &requests, requests.len()).await;
+    let statuses: Vec<&str> = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(at, _)| &text[at + 9..at + 12])
+        .collect();
+    assert_eq!(statuses, ["200"; 6], "{text}");
+    let bodies: Vec<&str> = text.split("\r\n\r\n").skip(1).collect();
+    assert!(
+        bodies[0].starts_with(r#"{"channel":"mixed","id":"#),
+        "{text}"
+    );
+    assert!(
+        bodies[2].contains(r#""data":"one""#) && bodies[2].contains(r#""data":"two""#),
+        "the first poll has both: {text}"
+    );
+    assert!(bodies[3].contains(r#""messages":2"#), "{text}");
+    assert!(bodies[5].contains(r#""data":"three""#), "{text}");
+    // Every answer says how long it is, and none ends the connection.
+    assert_eq!(text.matches("content-length: ").count(), 6, "{text}");
+    assert!(!text.contains("connection: close"), "{text}");
+}
+
+#[tokio::test]
+async fn a_publish_whose_body_arrives_after_its_head_is_published_whole() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = server().await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+        .write_all(b"POST /pub/halves HTTP/1.1\r\nhost: herald\r\ncontent-length: 10\r\n\r\nfirst")
+        .await
+        .unwrap();
+    stream.flush().await.unwrap();
+    tokio::task::yield_now().await;
+    stream.write_all(b"-half").await.unwrap();
+    let mut answer = Vec::new();
+    within("the answer", async {
+        let mut buffer = [0u8; 1024];
+        while !answer.ends_with(b"}") {
+            let n = stream.read(&mut buffer).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buffer[..n]);
+        }
+    })
+    .await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let (_, page) = get_json(server.addr, "/sub/halves?since=0&transport=poll").await;
+    assert_eq!(page["messages"][0]["data"], "first-half", "{page}");
+}
+
+#[tokio::test]
+async fn a_long_poll_whose_client_leaves_stops_waiting() {
+    use tokio::io::AsyncWriteExt;
+    let server = server().await;
+    publish(server.addr, "left", "hello").await;
+    let mut poll = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    poll.write_all(&get("/sub/left")).await.unwrap();
+    let subscribers = |count: u64| async move {
+        loop {
+            let (_, info) = get_json(server.addr, "/pub/left").await;
+            if info["subscribers"] == count {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    within("the poll waiting", subscribers(1)).await;
+    drop(poll);
+    within("the poll to end with its client", subscribers(0)).await;
+}

@@ -235,6 +235,11 @@ pub struct PublishArgs {
     /// Size of each message in bytes.
     #[arg(long, default_value_t = 256)]
     pub size: usize,
+    /// Messages per request: above 1, each request is a batch, a JSON array
+    /// of `{"channel", "data"}` posted to the publish URL without its
+    /// `/{ch}` (herald's `POST /pub`).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
 }
 
 /// Options of `herald bench plot`.

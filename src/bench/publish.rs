@@ -1,6 +1,8 @@
 //! `herald bench publish`: K publishers, each with one HTTP request in
 //! flight on its own channel, share M messages: publishes/s and the latency
-//! of a publish (request sent to answer read).
+//! of a publish (request sent to answer read). With `--batch N`, each
+//! request carries N messages (a `POST /pub` batch) and the latency is the
+//! request's.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,12 +30,15 @@ struct Tally {
 
 /// Runs the publish scenario.
 pub async fn run(args: &PublishArgs) -> Result<Report, BenchError> {
-    if args.publishers == 0 || args.messages == 0 {
+    if args.publishers == 0 || args.messages == 0 || args.batch == 0 {
         return Err(BenchError::Options(
-            "--publishers and --messages must be at least 1".into(),
+            "--publishers, --messages and --batch must be at least 1".into(),
         ));
     }
     let publ = Template::parse(&args.common.pub_url)?;
+    let batch_url = (args.batch > 1)
+        .then(|| batch_url(&args.common.pub_url))
+        .transpose()?;
     let names = channel_names(args.common.channel_prefix.as_deref(), args.publishers);
     let deadline = Instant::now() + args.common.duration;
     let client = super::target::http_client(&args.common, false)?;
@@ -47,19 +52,31 @@ pub async fn run(args: &PublishArgs) -> Result<Report, BenchError> {
     for (k, name) in names.iter().enumerate() {
         let count = args.messages / args.publishers as u64
             + u64::from((k as u64) < args.messages % args.publishers as u64);
-        let (client, url, size, done) = (client.clone(), publ.http(name), args.size, done.clone());
+        let (client, size, done) = (client.clone(), args.size, done.clone());
+        let (url, channel, batch) = match &batch_url {
+            Some(url) => (url.clone(), Some(name.clone()), args.batch as u64),
+            None => (publ.http(name), None, 1),
+        };
         tasks.spawn(async move {
             let mut tally = Tally::default();
-            for seq in 1..=count {
+            let mut seq = 1;
+            while seq <= count {
                 if Instant::now() >= deadline {
                     break;
                 }
                 let sent = payload::now_us();
-                match publish_one(&client, &url, payload::encode(seq, sent, size)).await {
+                let last = count.min(seq + batch - 1);
+                let body = match &channel {
+                    Some(channel) => batch_body(channel, seq..=last, sent, size),
+                    None => payload::encode(seq, sent, size),
+                };
+                let messages = last - seq + 1;
+                seq = last + 1;
+                match publish_one(&client, &url, body).await {
                     Ok(()) => {
                         tally.latency.record(payload::now_us().saturating_sub(sent));
-                        tally.published += 1;
-                        done.fetch_add(1, Ordering::Relaxed);
+                        tally.published += messages;
+                        done.fetch_add(messages, Ordering::Relaxed);
                     }
                     Err(error) => {
                         tally.errors += 1;
@@ -125,6 +142,27 @@ pub async fn run(args: &PublishArgs) -> Result<Report, BenchError> {
         ));
     }
     Ok(report)
+}
+
+/// The batch URL: the publish URL without its `/{ch}` segment.
+fn batch_url(template: &str) -> Result<String, BenchError> {
+    template
+        .strip_suffix("/{ch}")
+        .map(str::to_owned)
+        .ok_or_else(|| BenchError::Options("--batch needs a --pub-url ending in /{ch}".into()))
+}
+
+/// A `POST /pub` batch of the messages `seqs` on `channel`.
+fn batch_body(
+    channel: &str,
+    seqs: std::ops::RangeInclusive<u64>,
+    sent_us: u64,
+    size: usize,
+) -> String {
+    let items: Vec<_> = seqs
+        .map(|seq| serde_json::json!({ "channel": channel, "data": payload::encode(seq, sent_us, size) }))
+        .collect();
+    serde_json::Value::Array(items).to_string()
 }
 
 async fn publish_one(client: &reqwest::Client, url: &str, data: String) -> Result<(), BenchError> {

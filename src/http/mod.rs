@@ -2,7 +2,7 @@
 //! three transports, the browser client, the pages and health checks.
 
 pub mod assets;
-pub mod event_stream;
+pub mod lean;
 pub mod publish;
 pub mod server;
 pub mod status;

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use super::event_stream::{self, After, Opening};
+use super::lean::{self, Served};
 use super::stream::Stream;
 use crate::config::ServerConfig;
 use crate::limits::{retry_after_seconds, ConnectionSlot, RateLimiter};
@@ -221,7 +221,7 @@ async fn secure(
     timeout: Duration,
 ) -> Option<Stream> {
     let Some(acceptor) = tls else {
-        return Some(Stream::Plain(tcp));
+        return Some(Stream::plain(tcp));
     };
     match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => {
@@ -304,17 +304,16 @@ async fn serve_connection(
         // hyper's; streams share the connection.
         return serve_hyper(stream, peer, app, config, shutdown, slot).await;
     }
-    match event_stream::open(&mut stream, peer, config).await {
-        Opening::Gone => return,
-        Opening::Other => {}
-        Opening::EventStream(request) => {
-            match event_stream::serve(&mut stream, app.clone(), request).await {
-                After::Close => return,
-                After::KeepAlive => {}
-            }
-        }
+    let lean = lean::Peer {
+        addr: peer,
+        slot: &slot,
+        config,
+        shutdown: &shutdown,
+    };
+    match lean::serve(&mut stream, &app, lean).await {
+        Served::Closed => {}
+        Served::Hyper => serve_hyper(stream, peer, app, config, shutdown, slot).await,
     }
-    serve_hyper(stream, peer, app, config, shutdown, slot).await;
 }
 
 async fn serve_hyper(

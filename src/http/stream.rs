@@ -3,66 +3,62 @@
 //! event-stream writer, the WebSocket after its upgrade) reads and writes
 //! a [`Stream`] and cannot tell which it has.
 //!
-//! The event-stream fast path peeks at the first request head before
-//! deciding who serves the connection. TCP can peek in the kernel; TLS
-//! cannot, so on TLS the first decrypted bytes are kept here and handed to
-//! whoever reads next.
+//! The lean HTTP/1 path (`lean`) reads request heads itself before
+//! deciding who serves the connection; what it read but does not serve is
+//! put back with [`Stream::unread`], and hyper reads it first.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-/// An accepted connection, plain or TLS.
-pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<Tls>),
+/// An accepted connection, plain or TLS, with any bytes put back in front.
+pub struct Stream {
+    io: Io,
+    unread: BytesMut,
 }
 
-/// A TLS connection and the bytes already read from it by [`Stream::peek`].
-pub struct Tls {
-    stream: TlsStream<TcpStream>,
-    peeked: BytesMut,
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl Stream {
+    /// A plain TCP connection.
+    pub fn plain(stream: TcpStream) -> Self {
+        Self {
+            io: Io::Plain(stream),
+            unread: BytesMut::new(),
+        }
+    }
+
     /// A TLS connection after its handshake.
     pub fn tls(stream: TlsStream<TcpStream>) -> Self {
-        Self::Tls(Box::new(Tls {
-            stream,
-            peeked: BytesMut::new(),
-        }))
+        Self {
+            io: Io::Tls(Box::new(stream)),
+            unread: BytesMut::new(),
+        }
     }
 
     /// Whether the client chose HTTP/2 by ALPN.
     pub fn is_h2(&self) -> bool {
-        match self {
-            Self::Plain(_) => false,
-            Self::Tls(tls) => tls.stream.get_ref().1.alpn_protocol() == Some(super::tls::ALPN_H2),
+        match &self.io {
+            Io::Plain(_) => false,
+            Io::Tls(tls) => tls.get_ref().1.alpn_protocol() == Some(super::tls::ALPN_H2),
         }
     }
 
-    /// Reads the first bytes without consuming them: the next read returns
-    /// them again. Waits only if nothing has arrived yet.
-    pub async fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Self::Plain(tcp) => tcp.peek(buf).await,
-            Self::Tls(tls) => {
-                if tls.peeked.is_empty() {
-                    tls.peeked.reserve(buf.len());
-                    let Tls { stream, peeked } = &mut **tls;
-                    let mut limited = (&mut *stream).take(buf.len() as u64);
-                    limited.read_buf(peeked).await?;
-                }
-                let n = tls.peeked.len().min(buf.len());
-                buf[..n].copy_from_slice(&tls.peeked[..n]);
-                Ok(n)
-            }
+    /// Puts `bytes`, read from this stream but not used, back in front of
+    /// it: the next reads return them first.
+    pub fn unread(&mut self, mut bytes: BytesMut) {
+        if !self.unread.is_empty() {
+            bytes.extend_from_slice(&self.unread);
         }
+        self.unread = bytes;
     }
 }
 
@@ -72,21 +68,20 @@ impl AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            Self::Tls(tls) => {
-                if tls.peeked.is_empty() {
-                    return Pin::new(&mut tls.stream).poll_read(cx, buf);
-                }
-                let n = tls.peeked.len().min(buf.remaining());
-                buf.put_slice(&tls.peeked[..n]);
-                tls.peeked.advance(n);
-                if tls.peeked.is_empty() {
-                    // Give the buffer back: the connection may live for hours.
-                    tls.peeked = BytesMut::new();
-                }
-                Poll::Ready(Ok(()))
+        let this = self.get_mut();
+        if !this.unread.is_empty() {
+            let n = this.unread.len().min(buf.remaining());
+            buf.put_slice(&this.unread[..n]);
+            this.unread.advance(n);
+            if this.unread.is_empty() {
+                // Give the buffer back: the connection may live for hours.
+                this.unread = BytesMut::new();
             }
+            return Poll::Ready(Ok(()));
+        }
+        match &mut this.io {
+            Io::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Io::Tls(tls) => Pin::new(&mut **tls).poll_read(cx, buf),
         }
     }
 }
@@ -97,9 +92,9 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
-            Self::Tls(tls) => Pin::new(&mut tls.stream).poll_write(cx, buf),
+        match &mut self.get_mut().io {
+            Io::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Io::Tls(tls) => Pin::new(&mut **tls).poll_write(cx, buf),
         }
     }
 
@@ -108,30 +103,30 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
-            Self::Tls(tls) => Pin::new(&mut tls.stream).poll_write_vectored(cx, bufs),
+        match &mut self.get_mut().io {
+            Io::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            Io::Tls(tls) => Pin::new(&mut **tls).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(tcp) => tcp.is_write_vectored(),
-            Self::Tls(tls) => tls.stream.is_write_vectored(),
+        match &self.io {
+            Io::Plain(tcp) => tcp.is_write_vectored(),
+            Io::Tls(tls) => tls.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
-            Self::Tls(tls) => Pin::new(&mut tls.stream).poll_flush(cx),
+        match &mut self.get_mut().io {
+            Io::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Io::Tls(tls) => Pin::new(&mut **tls).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            Self::Tls(tls) => Pin::new(&mut tls.stream).poll_shutdown(cx),
+        match &mut self.get_mut().io {
+            Io::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Io::Tls(tls) => Pin::new(&mut **tls).poll_shutdown(cx),
         }
     }
 }
