@@ -160,16 +160,23 @@ restart_servers() {
 declare -A CASES=(
   [ws]="fanout --transport ws --subscribers 1000 --channels 1 --messages 500 --rate 500 --size 256 --duration 45s --drain 20s"
   [sse]="fanout --transport sse --subscribers 1000 --channels 1 --messages 500 --rate 500 --size 256 --duration 45s --drain 20s"
+  [ws_100]="fanout --transport ws --subscribers 1000 --channels 1 --messages 1500 --rate 100 --size 256 --duration 30s --drain 10s"
+  [sse_100]="fanout --transport sse --subscribers 1000 --channels 1 --messages 1500 --rate 100 --size 256 --duration 30s --drain 10s"
   [ws_50]="fanout --transport ws --subscribers 1000 --channels 1 --messages 250 --rate 50 --size 256 --duration 30s --drain 10s"
   [poll]="fanout --transport poll --subscribers 200 --channels 1 --messages 500 --rate 100 --size 256 --duration 30s --drain 10s"
   [channels]="fanout --transport ws --subscribers 1000 --channels 100 --messages 4000 --rate 2000 --size 256 --duration 30s --drain 10s"
   [saturation]="fanout --transport ws --subscribers 1000 --channels 1 --messages 1500 --rate 0 --max-lag 500 --size 256 --duration 45s --drain 20s"
-  [publish]="publish --publishers 8 --messages 10000 --size 256 --duration 30s"
+  [publish]="publish --publishers 8 --messages 300000 --size 256 --duration 30s"
+  [publish_batch]="publish --publishers 8 --messages 2000000 --batch 100 --size 256 --duration 30s"
   [idle_ws]="idle --transport ws --connections 10000 --hold 2s --duration 60s"
   [idle_sse]="idle --transport sse --connections 10000 --hold 2s --duration 60s"
   [echo]="echo --connections 1 --round-trips 5000 --size 64 --duration 30s"
 )
-ORDER="ws sse ws_50 poll channels saturation publish"
+# ORDER, IDLE=0 and SWEEP=0 narrow a run (with NO_WRITE=1, to look at a few
+# scenarios without rewriting the whole section).
+ORDER=${ORDER:-"ws sse ws_100 sse_100 ws_50 poll channels saturation publish publish_batch"}
+IDLE=${IDLE:-1}
+SWEEP=${SWEEP:-1}
 
 summary_line() { # one report's headline, for the progress log
   python3 - "$1" <<'PY'
@@ -191,6 +198,9 @@ bench() {
   fi
   if [ "$case" = echo ]; then extra+=(--url "ws://127.0.0.1:$port/demo/ws"); fi
   local args="${CASES[$case]} ${extra[*]} $*"
+  # Nchan has no batch publish: its side of publish_batch is single
+  # publishes, so the ratio compares herald's batches with what Nchan can do.
+  if [ "$server" = nchan ] && [ "$case" = publish_batch ]; then args="${CASES[publish]} $*"; fi
   # shellcheck disable=SC2086
   local line
   if line=$(nice -n "$NICE" taskset -c "$CLIENT_CPU" "$BIN" bench $args \
@@ -217,6 +227,7 @@ for round in $(seq 1 "$RUNS"); do
   log "round $round of $RUNS"
   restart_servers
   for case in $ORDER; do pair "$case" "$round"; done
+  [ "$IDLE" = 1 ] || continue
   bench herald echo
   # Idle memory is measured on fresh servers (freed memory would be reused).
   restart_servers
@@ -228,7 +239,9 @@ done
 log "sweep: WebSocket fan-out at 500 msg/s against subscribers (for the plots)"
 restart_servers
 : >"$WORK/sweep.jsonl"
-for subs in 100 250 500 1000; do
+SWEEP_POINTS="100 250 500 1000"
+[ "$SWEEP" = 1 ] || SWEEP_POINTS=""
+for subs in $SWEEP_POINTS; do
   for server in herald nchan; do
     if [ "$server" = herald ]; then port=$HERALD_PORT pid=$HERALD_PID; else port=$NCHAN_PORT pid=$NCHAN_WORKER; fi
     nice -n "$NICE" taskset -c "$CLIENT_CPU" "$BIN" bench fanout --transport ws --subscribers "$subs" \
@@ -241,10 +254,16 @@ done
 stop_herald
 stop_nchan
 
-mkdir -p docs/bench
-"$BIN" bench plot --input "$WORK/sweep.jsonl" --out-dir docs/bench --title "WebSocket fan-out, 500 msg/s" >&2
-cp "$WORK/results.jsonl" docs/bench/results.jsonl
-cp "$WORK/sweep.jsonl" docs/bench/sweep.jsonl
+if [ -z "${NO_WRITE:-}" ]; then
+  mkdir -p docs/bench
+  if [ "$SWEEP" = 1 ]; then
+    "$BIN" bench plot --input "$WORK/sweep.jsonl" --out-dir docs/bench --title "WebSocket fan-out, 500 msg/s" >&2
+    cp "$WORK/sweep.jsonl" docs/bench/sweep.jsonl
+  fi
+  cp "$WORK/results.jsonl" docs/bench/results.jsonl
+else
+  cp "$WORK/results.jsonl" "${RESULTS_COPY:-/tmp/herald-compare-results.jsonl}"
+fi
 
 ELAPSED=$(($(date +%s) - STARTED))
 {

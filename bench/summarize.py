@@ -18,16 +18,19 @@ END = "<!-- compare:end -->"
 TITLES = {
     "ws": "WebSocket fan-out: 1 channel × 1,000 subscribers, 500 msg/s, 256 B",
     "sse": "SSE fan-out: 1 channel × 1,000 subscribers, 500 msg/s, 256 B",
+    "ws_100": "WebSocket fan-out at everyday load: 1 channel × 1,000 subscribers, 100 msg/s, 256 B",
+    "sse_100": "SSE fan-out at everyday load: 1 channel × 1,000 subscribers, 100 msg/s, 256 B",
     "ws_50": "WebSocket fan-out within capacity: 1 channel × 1,000 subscribers, 50 msg/s, 256 B",
     "poll": "Long poll: 1 channel × 200 subscribers, 100 msg/s, 256 B",
     "channels": "Many channels: 100 channels × 10 WebSocket subscribers, 2,000 msg/s, 256 B",
     "saturation": "Saturation: 1 channel × 1,000 WebSocket subscribers, as fast as possible (publisher at most 500 messages ahead of the slowest subscriber)",
     "publish": "Publish throughput: 8 concurrent publishers, 256 B",
+    "publish_batch": "Batch publish: 8 concurrent publishers, `POST /pub` batches of 100 × 256 B (Nchan, which has no batch publish: single publishes)",
     "idle_ws": "10,000 idle WebSocket connections",
     "idle_sse": "10,000 idle SSE connections",
     "echo": "Seed echo: /demo/ws round trips, 1 connection, 64 B (herald only; nginx has no echo)",
 }
-ORDER = ["ws", "sse", "ws_50", "poll", "channels", "saturation", "publish", "idle_ws", "idle_sse", "echo"]
+ORDER = ["ws", "sse", "ws_100", "sse_100", "ws_50", "poll", "channels", "saturation", "publish", "publish_batch", "idle_ws", "idle_sse", "echo"]
 
 
 def median(values):
@@ -75,7 +78,7 @@ ECHO = [
 
 
 def metrics_for(case):
-    if case == "publish":
+    if case.startswith("publish"):
         return PUBLISH
     if case.startswith("idle"):
         return IDLE
@@ -134,7 +137,7 @@ def section(results, machine, commands):
             n = median([get(r) for r in n_runs])
             row = f"| {name} | {fmt(f, h)} | {fmt(f, n)} | {ratio(h, n) if _better else '–'} |"
             details.append(row)
-            if i == 0 or name.startswith("server CPU") or (case in ("ws", "sse", "ws_50", "channels", "poll") and "p99 " in name):
+            if i == 0 or name.startswith("server CPU") or (case in ("ws", "sse", "ws_100", "sse_100", "ws_50", "channels", "poll") and "p99 " in name):
                 headline.append(f"| {case} | {name} | {fmt(f, h)} | {fmt(f, n)} | {ratio(h, n) if _better else '–'} |")
         if metrics_for(case) is FANOUT or case == "echo":
             def faults(rs):

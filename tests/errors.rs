@@ -484,3 +484,101 @@ async fn a_long_poll_whose_client_leaves_stops_waiting() {
     drop(poll);
     within("the poll to end with its client", subscribers(0)).await;
 }
+
+/// Reads from `stream` until the server closes it, within the test's wait.
+async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut raw = Vec::new();
+    within("the server to close the connection", async {
+        let mut buffer = [0u8; 8192];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+#[tokio::test]
+async fn a_signed_or_listed_content_length_is_refused_not_read() {
+    let server = server().await;
+    for length in ["+5", "5, 5", " 5x"] {
+        let request = format!(
+            "POST /pub/framing HTTP/1.1\r\nhost: herald\r\ncontent-length: {length}\r\n\r\nhello"
+        );
+        let statuses = pipelined(server.addr, &[request.into_bytes()], 1).await;
+        assert_eq!(statuses, [400], "content-length: {length}");
+    }
+    let (status, _) = get_json(server.addr, "/pub/framing").await;
+    assert_eq!(status, 404, "nothing was published");
+}
+
+#[tokio::test]
+async fn a_refused_event_stream_leaves_the_next_pipelined_request_intact() {
+    let server = server().await;
+    let refused = get("/sub/kept?transport=sse&since=bogus");
+    let text = pipelined_text(server.addr, &[refused, post("/pub/kept", b"after")], 2).await;
+    let statuses: Vec<&str> = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(at, _)| &text[at + 9..at + 12])
+        .collect();
+    assert_eq!(statuses, ["400", "200"], "{text}");
+}
+
+#[tokio::test]
+async fn a_long_poll_page_over_a_mebibyte_is_answered_whole() {
+    let server = server().await;
+    let data = "x".repeat(60 * 1024);
+    for _ in 0..20 {
+        publish(server.addr, "large", data.clone()).await;
+    }
+    let (status, page) = get_json(server.addr, "/sub/large?since=0&transport=poll").await;
+    assert_eq!(status, 200);
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(20));
+}
+
+#[tokio::test]
+async fn at_shutdown_kept_alive_connections_close_after_their_current_response() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = server().await;
+    publish(server.addr, "closing", "first").await;
+    // One connection idle after a publish, one waiting in a long poll.
+    let mut idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    idle.write_all(&post("/pub/closing", b"second"))
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    within("the publish's answer", async {
+        let mut buffer = [0u8; 1024];
+        while !answer.ends_with(b"}") {
+            let n = idle.read(&mut buffer).await.unwrap();
+            assert!(n > 0, "closed before answering");
+            answer.extend_from_slice(&buffer[..n]);
+        }
+    })
+    .await;
+    let mut waiting = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    waiting.write_all(&get("/sub/closing")).await.unwrap();
+    within("the poll waiting", async {
+        loop {
+            let (_, info) = get_json(server.addr, "/pub/closing").await;
+            if info["subscribers"] == 1 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    server.shutdown();
+    assert_eq!(
+        read_to_close(&mut idle).await,
+        "",
+        "the idle connection just closes"
+    );
+    let last = read_to_close(&mut waiting).await;
+    assert!(last.starts_with("HTTP/1.1 200"), "{last}");
+    assert!(last.contains("connection: close"), "{last}");
+}

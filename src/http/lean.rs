@@ -6,17 +6,17 @@
 //! buffer of 8 KiB each for as long as the connection lives) costs more than
 //! the request itself: two thirds of an idle event stream's memory, and a
 //! large share of the CPU of a publish or a long poll. So the accept loop
-//! hands an HTTP/1 connection here first. Each request head is peeked at
-//! without being consumed; when it is one of the three, complete, with no
-//! body or a body of known length (at most [`MAX_BODY`]), it is parsed here
-//! and goes through the same router (CORS, auth, limits, errors) as any
-//! other, and its response is written by the small HTTP/1.1 writer below,
-//! keep-alive and pipelining included. At the first request that is
-//! anything else (a WebSocket upgrade, any other endpoint, a chunked body,
-//! `Expect: 100-continue`, HTTP/2, a head that did not arrive in one
-//! piece), nothing of it has been read, and hyper serves the connection
-//! from there on. Works on TCP and on TLS with HTTP/1.1 chosen by ALPN
-//! ([`Stream`]).
+//! hands an HTTP/1 connection here first. Each request head is read into a
+//! small per-connection buffer; when it is one of the three, with no body
+//! or a body of known length (at most [`MAX_BODY`]), it goes through the
+//! same router (CORS, auth, limits, errors) as any other, and its response
+//! is written by the small HTTP/1.1 writer below, keep-alive and
+//! pipelining included. At the first request that is anything else (a
+//! WebSocket upgrade, any other endpoint, a chunked body, `Expect:
+//! 100-continue`, an over-long head), what was read of it is put back in
+//! front of the stream ([`Stream::unread`]) and hyper serves the connection
+//! from there on, starting with that request. Works on TCP and on TLS with
+//! HTTP/1.1 chosen by ALPN; HTTP/2 never comes here.
 
 use std::collections::HashMap;
 use std::io::IoSlice;
@@ -68,14 +68,16 @@ pub struct Peer<'a> {
 /// closes idle connections the same way), and an idle connection is closed
 /// at shutdown.
 pub async fn serve(stream: &mut Stream, app: &Router, peer: Peer<'_>) -> Served {
-    let limit = peer.config.max_header_bytes.clamp(1024, 64 * 1024);
+    // The same limit as hyper's read buffer, so that a head too long for
+    // one is too long for the other (hyper answers it 431).
+    let limit = peer.config.max_header_bytes.max(8192);
     let mut buf = BytesMut::new();
     let mut first = true;
     loop {
         let deadline = tokio::time::Instant::now() + peer.config.header_read_timeout;
         // Read until a whole head is in `buf`.
         let taken = loop {
-            match take(&buf, peer.addr) {
+            match take(&buf, limit, peer.addr) {
                 Head::Taken(taken) => break *taken,
                 Head::Other => {
                     stream.unread(buf);
@@ -121,17 +123,13 @@ pub async fn serve(stream: &mut Stream, app: &Router, peer: Peer<'_>) -> Served 
         let mut request = taken.request;
         request.extensions_mut().insert(peer.slot.clone());
         let after = match taken.kind {
-            Kind::EventStream => {
-                // The stream is the connection's last response.
-                drop(std::mem::take(&mut buf));
-                respond(stream, app, request, &mut BytesMut::new()).await
-            }
+            Kind::EventStream => respond(stream, app, request, &mut buf, peer.shutdown).await,
             Kind::Request { body_length } => {
                 let body_timeout = peer.config.body_read_timeout;
                 match read_body(stream, &mut buf, body_length, body_timeout).await {
                     Ok(body) => {
                         *request.body_mut() = Body::from(body);
-                        respond(stream, app, request, &mut buf).await
+                        respond(stream, app, request, &mut buf, peer.shutdown).await
                     }
                     Err(late) => {
                         // A client that closed mid-body reads no answer.
@@ -146,10 +144,6 @@ pub async fn serve(stream: &mut Stream, app: &Router, peer: Peer<'_>) -> Served 
         };
         if let After::Close = after {
             return Served::Closed;
-        }
-        if buf.is_empty() && buf.capacity() > READ_CHUNK {
-            // A large body came through: do not keep its room while idle.
-            buf = BytesMut::new();
         }
     }
 }
@@ -167,7 +161,7 @@ enum Head {
     Partial,
 }
 
-/// A request this path takes, parsed from its peeked head.
+/// A request this path takes, parsed from its head.
 struct Taken {
     request: Request<Body>,
     head_length: usize,
@@ -186,10 +180,12 @@ enum Kind {
 /// upgrade, with no body; or of a `POST /pub` or `POST /pub/{channel}`
 /// whose body has a length of at most [`MAX_BODY`]), another one, or not
 /// yet a whole head.
-fn take(bytes: &[u8], peer: SocketAddr) -> Head {
+fn take(bytes: &[u8], limit: usize, peer: SocketAddr) -> Head {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut head = httparse::Request::new(&mut headers);
     match head.parse(bytes) {
+        // Longer than hyper takes (it answers 431).
+        Ok(httparse::Status::Complete(length)) if length > limit => Head::Other,
         Ok(httparse::Status::Complete(length)) => match taken(&head, length, peer) {
             Some(taken) => Head::Taken(Box::new(taken)),
             None => Head::Other,
@@ -235,12 +231,7 @@ fn taken(head: &httparse::Request<'_, '_>, head_length: usize, peer: SocketAddr)
     }
     let body_length = match map.get_all(header::CONTENT_LENGTH).iter().count() {
         0 => 0,
-        1 => map
-            .get(header::CONTENT_LENGTH)?
-            .to_str()
-            .ok()?
-            .parse::<usize>()
-            .ok()
+        1 => content_length(map.get(header::CONTENT_LENGTH)?.as_bytes())
             .filter(|length| *length <= MAX_BODY)?,
         _ => return None,
     };
@@ -272,6 +263,15 @@ fn taken(head: &httparse::Request<'_, '_>, head_length: usize, peer: SocketAddr)
     })
 }
 
+/// A `Content-Length` value: digits only (no sign, no spaces, no list),
+/// as hyper reads it; anything else is hyper's to refuse.
+fn content_length(value: &[u8]) -> Option<usize> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
 /// The body of `length` bytes at the front of `buf`, reading what has not
 /// arrived yet within `timeout`: the error to answer if it did not arrive
 /// in time, none if the client closed the connection first.
@@ -281,17 +281,25 @@ async fn read_body(
     length: usize,
     timeout: Duration,
 ) -> Result<Bytes, Option<ApiError>> {
-    if buf.len() < length {
-        buf.reserve(length - buf.len());
-        let filled = tokio::time::timeout(timeout, async {
-            while buf.len() < length {
-                if stream.read_buf(buf).await? == 0 {
-                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-                }
+    if buf.len() >= length {
+        return Ok(buf.split_to(length).freeze());
+    }
+    // The rest is read into an allocation of its own, so that the
+    // connection's buffer never grows to a body's size.
+    let mut body = BytesMut::with_capacity(length);
+    body.extend_from_slice(buf);
+    buf.clear();
+    let filled = tokio::time::timeout(timeout, async {
+        while body.len() < length {
+            // Never past the body: the capacity is exactly its length.
+            if stream.read_buf(&mut body).await? == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
             }
-            Ok(())
-        })
-        .await;
+        }
+        Ok(())
+    })
+    .await;
+    {
         match filled {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(None),
@@ -303,7 +311,7 @@ async fn read_body(
             }
         }
     }
-    Ok(buf.split_to(length).freeze())
+    Ok(body.freeze())
 }
 
 /// Whether the connection goes on after a response.
@@ -319,9 +327,10 @@ async fn respond(
     app: &Router,
     request: Request<Body>,
     buf: &mut BytesMut,
+    shutdown: &CancellationToken,
 ) -> After {
     let version = request.version();
-    let client_closes = version == Version::HTTP_10 || asks_to_close(request.headers());
+    let mut client_closes = version == Version::HTTP_10 || asks_to_close(request.headers());
     // A client that leaves while its request waits (a long poll) ends the
     // request, as with hyper.
     // The answer is tried first: a publish is usually answered at once,
@@ -334,12 +343,17 @@ async fn respond(
         },
         () = gone(stream, buf) => return After::Close,
     };
+    // A server shutting down ends each connection with its current
+    // response, as hyper's graceful shutdown does.
+    client_closes |= shutdown.is_cancelled();
     let streaming = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let written = if streaming {
+        // The stream is the connection's last response.
+        *buf = BytesMut::new();
         write_stream(stream, response, version == Version::HTTP_11).await
     } else {
         write_whole(stream, response, client_closes).await
@@ -356,6 +370,11 @@ async fn respond(
 /// Returns when the client closes the connection; never, once it sends
 /// more (a pipelined request, kept in `buf` for after this response).
 async fn gone(stream: &mut Stream, buf: &mut BytesMut) {
+    if !buf.is_empty() {
+        // A next request is already here: reading more would only let a
+        // pipelining client fill the buffer without bound.
+        return std::future::pending().await;
+    }
     buf.reserve(READ_CHUNK);
     if let Ok(n) = stream.read_buf(buf).await {
         if n > 0 {
@@ -369,9 +388,6 @@ thread_local! {
     /// a second per thread rather than once per response.
     static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
 }
-
-/// Largest non-streaming body buffered here (errors are a few hundred bytes).
-const MAX_WHOLE_BODY: usize = 1024 * 1024;
 
 /// The status line and headers, with the framing headers this writer owns.
 fn head(response: &Response, framing: &[(&str, &str)]) -> Vec<u8> {
@@ -427,7 +443,8 @@ async fn write_whole(
     let (parts, body) = response.into_parts();
     let body = tokio::time::timeout(
         Duration::from_secs(60),
-        axum::body::to_bytes(body, MAX_WHOLE_BODY),
+        // Already in memory (a long poll's page can pass 1 MiB): no limit.
+        axum::body::to_bytes(body, usize::MAX),
     )
     .await
     .map_err(|_| std::io::Error::other("response body took too long"))?
@@ -551,7 +568,7 @@ mod tests {
     }
 
     fn taken_from(bytes: &[u8]) -> Option<Taken> {
-        match take(bytes, peer()) {
+        match take(bytes, 16 * 1024, peer()) {
             Head::Taken(taken) => Some(*taken),
             Head::Other | Head::Partial => None,
         }
@@ -593,6 +610,7 @@ mod tests {
 
     #[test]
     fn leaves_everything_else_to_hyper() {
+        let long_head = format!("GET /sub/a?x={} HTTP/1.1\r\n\r\n", "y".repeat(20_000));
         let too_big = format!(
             "POST /pub/a HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
             MAX_BODY + 1
@@ -600,6 +618,7 @@ mod tests {
         assert!(matches!(
             take(
                 b"GET /sub/a HTTP/1.1\r\nAccept: text/event-stream\r\n",
+                16 * 1024,
                 peer()
             ),
             Head::Partial
@@ -619,12 +638,16 @@ mod tests {
             b"POST /pub/a HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
             b"POST /pub/a HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
             b"POST /pub/a HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            b"POST /pub/a HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello",
+            b"POST /pub/a HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\nhello",
+            b"POST /pub/a HTTP/1.1\r\nContent-Length:\r\n\r\n",
             too_big.as_bytes(),
+            long_head.as_bytes(),
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             b"GET /sub/a HTTP/1.1\r\nAccept: text/event-stream\r\nBad\x01Name: v\r\n\r\n",
         ] {
             assert!(
-                matches!(take(other, peer()), Head::Other),
+                matches!(take(other, 16 * 1024, peer()), Head::Other),
                 "{}",
                 String::from_utf8_lossy(other)
             );

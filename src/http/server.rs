@@ -1,10 +1,10 @@
 //! The accept loop: connection limits, per-IP connection rate, the TLS
 //! handshake on a `tls://` listener (cut after the header read timeout,
 //! like a slow head), header size and header read timeout (slowloris),
-//! then HTTP/1.1 and HTTP/2 via hyper with WebSocket upgrades; an SSE
-//! subscription over HTTP/1 is written without hyper (`event_stream`), so a
-//! long-lived stream does not keep hyper's buffers. Over TLS, HTTP/2 is
-//! chosen by ALPN; everything above this loop sees a [`Stream`] and cannot
+//! then HTTP/1.1 and HTTP/2 via hyper with WebSocket upgrades; event
+//! streams, publishes and long polls over HTTP/1 are served without hyper
+//! ([`lean`](super::lean)) for as long as a connection asks only for them.
+//! Over TLS, HTTP/2 is chosen by ALPN; everything above this loop sees a [`Stream`] and cannot
 //! tell TLS from TCP.
 //!
 //! axum's own `serve` exposes none of these knobs, so the loop is written out
