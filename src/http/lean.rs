@@ -18,13 +18,12 @@
 //! from there on, starting with that request. Works on TCP and on TLS with
 //! HTTP/1.1 chosen by ALPN; HTTP/2 never comes here.
 
-use std::collections::HashMap;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Query};
+use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -34,12 +33,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use super::dispatch::{self, Route};
 use super::server::MAX_HEADERS;
 use super::stream::Stream;
-use super::subscribe::{transport_kind, TransportKind};
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::limits::ConnectionSlot;
+use crate::transport::Context;
 
 /// Largest request body read here; a larger one (a big batch) is hyper's.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -57,6 +57,7 @@ pub enum Served {
 /// One connection's context, as hyper's requests get it.
 pub struct Peer<'a> {
     pub addr: SocketAddr,
+    pub ctx: &'a Context,
     pub slot: &'a ConnectionSlot,
     pub config: &'a ServerConfig,
     pub shutdown: &'a CancellationToken,
@@ -122,24 +123,24 @@ pub async fn serve(stream: &mut Stream, app: &Router, peer: Peer<'_>) -> Served 
         buf.advance(taken.head_length);
         let mut request = taken.request;
         request.extensions_mut().insert(peer.slot.clone());
-        let after = match taken.kind {
-            Kind::EventStream => respond(stream, app, request, &mut buf, peer.shutdown).await,
-            Kind::Request { body_length } => {
-                let body_timeout = peer.config.body_read_timeout;
-                match read_body(stream, &mut buf, body_length, body_timeout).await {
-                    Ok(body) => {
-                        *request.body_mut() = Body::from(body);
-                        respond(stream, app, request, &mut buf, peer.shutdown).await
-                    }
-                    Err(late) => {
-                        // A client that closed mid-body reads no answer.
-                        if let Some(error) = late {
-                            let _ = write_whole(stream, error.into_response(), true).await;
-                        }
-                        let _ = stream.shutdown().await;
-                        After::Close
-                    }
+        let body_timeout = peer.config.body_read_timeout;
+        let after = match read_body(stream, &mut buf, taken.body_length, body_timeout).await {
+            Ok(body) => {
+                *request.body_mut() = Body::from(body);
+                let handler = Handler {
+                    app,
+                    ctx: peer.ctx,
+                    route: taken.route,
+                };
+                respond(stream, handler, request, &mut buf, peer.shutdown).await
+            }
+            Err(late) => {
+                // A client that closed mid-body reads no answer.
+                if let Some(error) = late {
+                    let _ = write_whole(stream, error.into_response(), true).await;
                 }
+                let _ = stream.shutdown().await;
+                After::Close
             }
         };
         if let After::Close = after {
@@ -165,14 +166,9 @@ enum Head {
 struct Taken {
     request: Request<Body>,
     head_length: usize,
-    kind: Kind,
-}
-
-enum Kind {
-    /// A `GET /sub/...` for Server-Sent Events: the connection's last.
-    EventStream,
-    /// A long poll or a publish, with its body's length.
-    Request { body_length: usize },
+    body_length: usize,
+    /// The endpoint, called directly; none for one the router must find.
+    route: Option<Route>,
 }
 
 /// What `bytes` begin with: a request this path takes (a complete HTTP/1.x
@@ -235,21 +231,10 @@ fn taken(head: &httparse::Request<'_, '_>, head_length: usize, peer: SocketAddr)
             .filter(|length| *length <= MAX_BODY)?,
         _ => return None,
     };
-    let kind = if is_subscribe {
-        if body_length != 0 {
-            return None;
-        }
-        let query = Query::<HashMap<String, String>>::try_from_uri(&uri).ok()?.0;
-        match transport_kind(&map, &query) {
-            Ok(TransportKind::EventStream) => Kind::EventStream,
-            Ok(TransportKind::LongPoll) => Kind::Request { body_length: 0 },
-            // An upgrade without its header, or a bad transport: the
-            // router answers the error either way, hyper as well as here.
-            _ => return None,
-        }
-    } else {
-        Kind::Request { body_length }
-    };
+    if is_subscribe && body_length != 0 {
+        return None;
+    }
+    let route = Route::of(&method, path);
     let mut request = Request::new(Body::empty());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
@@ -259,7 +244,8 @@ fn taken(head: &httparse::Request<'_, '_>, head_length: usize, peer: SocketAddr)
     Some(Taken {
         request,
         head_length,
-        kind,
+        body_length,
+        route,
     })
 }
 
@@ -324,7 +310,7 @@ enum After {
 /// bytes of a next request that arrive meanwhile are kept in `buf`.
 async fn respond(
     stream: &mut Stream,
-    app: &Router,
+    handler: Handler<'_>,
     request: Request<Body>,
     buf: &mut BytesMut,
     shutdown: &CancellationToken,
@@ -337,10 +323,7 @@ async fn respond(
     // without a read on the socket.
     let response = tokio::select! {
         biased;
-        response = app.clone().oneshot(request) => match response {
-            Ok(response) => response,
-            Err(never) => match never {},
-        },
+        response = handler.answer(request) => response,
         () = gone(stream, buf) => return After::Close,
     };
     // A server shutting down ends each connection with its current
@@ -363,6 +346,25 @@ async fn respond(
         _ => {
             let _ = stream.shutdown().await;
             After::Close
+        }
+    }
+}
+
+/// Who answers a request: its endpoint directly, or the router.
+struct Handler<'a> {
+    app: &'a Router,
+    ctx: &'a Context,
+    route: Option<Route>,
+}
+
+impl Handler<'_> {
+    async fn answer(self, request: Request<Body>) -> Response {
+        match self.route {
+            Some(route) => dispatch::call(self.ctx, route, request).await,
+            None => match self.app.clone().oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            },
         }
     }
 }
@@ -575,9 +577,10 @@ mod tests {
     }
 
     fn kind(bytes: &[u8]) -> Option<(&'static str, usize)> {
-        taken_from(bytes).map(|taken| match taken.kind {
-            Kind::EventStream => ("sse", 0),
-            Kind::Request { body_length } => ("request", body_length),
+        taken_from(bytes).map(|taken| match taken.route {
+            Some(Route::Subscribe(_)) => ("subscribe", taken.body_length),
+            Some(Route::PublishOne(_) | Route::PublishBatch) => ("publish", taken.body_length),
+            None => ("router", taken.body_length),
         })
     }
 
@@ -588,24 +591,33 @@ mod tests {
         assert_eq!(taken.head_length, sse.len() - 4);
         assert_eq!(taken.request.uri().path(), "/sub/a");
         assert_eq!(taken.request.headers()["host"], "h");
-        assert_eq!(kind(sse), Some(("sse", 0)));
+        assert_eq!(kind(sse), Some(("subscribe", 0)));
         let by_query = b"GET /sub/a?transport=sse HTTP/1.0\r\n\r\n";
         let taken = taken_from(by_query).expect("?transport=sse");
         assert_eq!(taken.request.version(), Version::HTTP_10);
-        assert_eq!(kind(by_query), Some(("sse", 0)));
+        assert_eq!(kind(by_query), Some(("subscribe", 0)));
         for poll in [
             &b"GET /sub/a HTTP/1.1\r\n\r\n"[..],
             b"GET /sub/a?transport=poll HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n",
         ] {
-            assert_eq!(kind(poll), Some(("request", 0)));
+            assert_eq!(kind(poll), Some(("subscribe", 0)));
         }
+        // The router answers a bad transport or an encoded channel name.
+        assert_eq!(
+            kind(b"GET /sub/a?transport=ws HTTP/1.1\r\n\r\n"),
+            Some(("subscribe", 0))
+        );
+        assert_eq!(
+            kind(b"GET /sub/a%2Cb HTTP/1.1\r\n\r\n"),
+            Some(("router", 0))
+        );
         let publish = b"POST /pub/a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
-        assert_eq!(kind(publish), Some(("request", 5)));
+        assert_eq!(kind(publish), Some(("publish", 5)));
         assert_eq!(
             kind(b"POST /pub HTTP/1.1\r\nContent-Length: 2\r\n\r\n[]"),
-            Some(("request", 2))
+            Some(("publish", 2))
         );
-        assert_eq!(kind(b"POST /pub/a HTTP/1.1\r\n\r\n"), Some(("request", 0)));
+        assert_eq!(kind(b"POST /pub/a HTTP/1.1\r\n\r\n"), Some(("publish", 0)));
     }
 
     #[test]
@@ -633,7 +645,6 @@ mod tests {
             b"GET /sub/a HTTP/1.1\r\nAccept: text/event-stream\r\nUpgrade: websocket\r\n\r\n",
             b"GET /sub/a HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
             b"GET /sub/a HTTP/1.1\r\nAccept: text/event-stream\r\nContent-Length: 3\r\n\r\nabc",
-            b"GET /sub/a?transport=ws HTTP/1.1\r\n\r\n",
             b"POST /pub/a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"POST /pub/a HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
             b"POST /pub/a HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",

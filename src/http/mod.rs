@@ -2,6 +2,7 @@
 //! three transports, the browser client, the pages and health checks.
 
 pub mod assets;
+pub mod dispatch;
 pub mod lean;
 pub mod publish;
 pub mod server;
@@ -301,7 +302,8 @@ pub async fn start_with_engine(
         operations: operations_router(ctx.clone()),
         slots: server::Slots::new(ctx.config.max_connections),
         config: ctx.config.clone(),
-        app: router(ctx),
+        app: router(ctx.clone()),
+        ctx,
         connection_rate,
     };
     let listeners: Vec<Listen> = bound.iter().map(|(_, _, listen)| *listen).collect();

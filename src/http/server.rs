@@ -35,6 +35,7 @@ use super::lean::{self, Served};
 use super::stream::Stream;
 use crate::config::ServerConfig;
 use crate::limits::{retry_after_seconds, ConnectionSlot, RateLimiter};
+use crate::transport::Context;
 
 /// Most headers in one request.
 pub const MAX_HEADERS: usize = 100;
@@ -93,6 +94,8 @@ impl Slots {
 #[derive(Clone)]
 pub struct Service {
     pub app: Router,
+    /// The router's state, for the endpoints the lean path calls directly.
+    pub ctx: Context,
     pub operations: Router,
     pub config: Arc<ServerConfig>,
     pub connection_rate: Arc<RateLimiter>,
@@ -112,6 +115,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let Service {
         app,
+        ctx,
         operations,
         config,
         connection_rate,
@@ -188,7 +192,7 @@ pub async fn run(
             continue;
         };
         let app = app.clone();
-        let config = config.clone();
+        let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         let slot = ConnectionSlot(Arc::new(slot));
         tracker.spawn(async move {
@@ -197,7 +201,7 @@ pub async fn run(
                 _ = shutdown.cancelled() => None,
             };
             if let Some(stream) = handshake {
-                serve_connection(stream, peer, app, &config, shutdown, slot).await;
+                serve_connection(stream, peer, app, &ctx, shutdown, slot).await;
             }
         });
     }
@@ -295,10 +299,11 @@ async fn serve_connection(
     mut stream: Stream,
     peer: SocketAddr,
     app: Router,
-    config: &ServerConfig,
+    ctx: &Context,
     shutdown: CancellationToken,
     slot: ConnectionSlot,
 ) {
+    let config = &*ctx.config;
     if stream.is_h2() {
         // HTTP/2 (by ALPN): every request, event streams included, is
         // hyper's; streams share the connection.
@@ -306,6 +311,7 @@ async fn serve_connection(
     }
     let lean = lean::Peer {
         addr: peer,
+        ctx,
         slot: &slot,
         config,
         shutdown: &shutdown,
