@@ -373,8 +373,8 @@ impl Writer {
         let mut repeats: Vec<(Published, Reply<Published>)> = Vec::new();
         let mut deletes: Vec<(ChannelName, Reply<bool>)> = Vec::new();
         let mut trim = false;
-        // Ids handed out in this batch, per channel.
-        let mut last: HashMap<ChannelName, MessageId> = HashMap::new();
+        // The channel's name and the last id handed out in this batch, per channel.
+        let mut names_and_last: HashMap<ChannelName, (ChannelName, MessageId)> = HashMap::new();
         for write in batch {
             match write {
                 Write::Publish(draft, reply) => {
@@ -388,13 +388,19 @@ impl Writer {
                             continue;
                         }
                     }
-                    let previous = *last
+                    // The channel's own name, shared by its whole history,
+                    // rather than the one parsed from this request.
+                    let (name, previous) = names_and_last
                         .entry(draft.channel.clone())
-                        .or_insert_with(|| self.hub.with_channel(&draft.channel, |s| s.last_id()));
+                        .or_insert_with(|| {
+                            self.hub
+                                .with_channel(&draft.channel, |s| (s.name.clone(), s.last_id()))
+                        })
+                        .clone();
                     let id = MessageId::new(previous.epoch, previous.seq + 1);
-                    last.insert(draft.channel.clone(), id);
+                    names_and_last.insert(draft.channel.clone(), (name.clone(), id));
                     let message = Arc::new(Message::new(
-                        draft.channel,
+                        name,
                         id,
                         draft.event,
                         draft.data,
@@ -417,6 +423,10 @@ impl Writer {
         // Publishes and deletes of one batch never share a channel's fate:
         // deletes run in their own transaction after the publishes.
         if !publishes.is_empty() {
+            let last: HashMap<ChannelName, MessageId> = names_and_last
+                .into_iter()
+                .map(|(channel, (_, id))| (channel, id))
+                .collect();
             match self.commit_publishes(&publishes, &last) {
                 Ok(()) => {
                     self.full.store(false, Ordering::SeqCst);
@@ -479,7 +489,7 @@ impl Writer {
                     .execute(params![
                         m.channel.as_str(),
                         m.id.seq as i64,
-                        m.published_at_ms as i64,
+                        m.published_at_ms() as i64,
                         m.event.as_ref().map(|e| e.as_str()),
                         &m.data[..],
                         kind_column(m.kind())

@@ -56,7 +56,7 @@ impl History {
         while let Some(oldest) = self.messages.front() {
             let too_many = self.messages.len() > limits.max_messages;
             let too_big = self.bytes > limits.max_bytes;
-            let too_old = now_ms.saturating_sub(oldest.published_at_ms) >= ttl_ms;
+            let too_old = now_ms.saturating_sub(oldest.published_at_ms()) >= ttl_ms;
             if !(too_many || too_big || too_old) {
                 break;
             }

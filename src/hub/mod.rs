@@ -161,8 +161,10 @@ impl Hub {
                 }
             }
             let id = state.next_id();
+            // The channel's own name, shared by its whole history, rather
+            // than the one parsed from this request.
             let message = Arc::new(Message::new(
-                draft.channel.clone(),
+                state.name.clone(),
                 id,
                 draft.event,
                 draft.data,

@@ -44,13 +44,16 @@ fn validate(raw: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// A channel name, checked once and then shared cheaply.
+/// A channel name, checked once and then shared cheaply. A thin pointer
+/// (one word, where `Arc<str>` takes two): every stored message holds its
+/// channel's name, and the word saved keeps a message in a smaller
+/// allocation (docs/BENCHMARKS.md, "Memory per stored message").
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChannelName(Arc<str>);
+pub struct ChannelName(Arc<Box<str>>);
 
 impl serde::Serialize for ChannelName {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -58,7 +61,7 @@ impl ChannelName {
     /// Checks `raw` against the channel-name alphabet.
     pub fn parse(raw: &str) -> Result<Self, NameError> {
         validate(raw)?;
-        Ok(Self(Arc::from(raw)))
+        Ok(Self(Arc::new(Box::from(raw))))
     }
 
     /// Parses a comma-separated list (`news,alerts`), dropping repeats and
@@ -87,13 +90,13 @@ impl ChannelName {
 
 impl fmt::Display for ChannelName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for ChannelName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", &*self.0)
+        write!(f, "{:?}", self.as_str())
     }
 }
 

@@ -91,7 +91,7 @@ proptest! {
             }
             hub.with_existing(&ch, |state| {
                 for m in state.history.iter() {
-                    assert!(now - m.published_at_ms < ttl_ms);
+                    assert!(now - m.published_at_ms() < ttl_ms);
                 }
             });
         }

@@ -97,7 +97,7 @@ impl Page {
     fn push(&mut self, event: Event) {
         match event {
             Event::Message(message) => {
-                self.oldest_ms = self.oldest_ms.min(message.published_at_ms);
+                self.oldest_ms = self.oldest_ms.min(message.published_at_ms());
                 self.messages.push(message_object(&message));
             }
             Event::Gap(gap) => self.gaps.push(gap),

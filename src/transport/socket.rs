@@ -280,7 +280,7 @@ fn add_event(event: Event, batch: &mut Batch) -> ControlFlow<Close> {
     match event {
         Event::Message(message) => {
             let frame = message_frame(&message, batch.deflate());
-            batch.push_message(frame, message.published_at_ms)
+            batch.push_message(frame, message.published_at_ms())
         }
         Event::Gap(gap) => batch.push(text_frame(protocol::gap(&gap))),
         Event::Presence(notice) => {

@@ -140,7 +140,7 @@ impl Stream {
         match event {
             Event::Message(message) => {
                 delivered.0 += 1;
-                delivered.1 = delivered.1.min(message.published_at_ms);
+                delivered.1 = delivered.1.min(message.published_at_ms());
                 let cursor = self.multi.then(|| self.subscription.cursor().render());
                 (
                     message_frame(&message, self.envelope, cursor.as_deref()),

@@ -157,7 +157,7 @@ fn add_event(event: Event, batch: &mut Batch) -> ControlFlow<Close> {
     match event {
         Event::Message(message) => {
             let frame = data_frame(&message, batch.deflate());
-            batch.push_message(frame, message.published_at_ms)
+            batch.push_message(frame, message.published_at_ms())
         }
         Event::Gap(gap) => {
             tracing::debug!(channel = %gap.channel, "gap on a raw WebSocket (not reportable in raw mode)");
@@ -189,7 +189,7 @@ fn data_frame(message: &Message, deflate: bool) -> Bytes {
 
 fn plain_frame(message: &Message) -> Bytes {
     message.encoded(Wire::RawFrame, |m| {
-        let code = if m.is_text {
+        let code = if m.is_text() {
             opcode::TEXT
         } else {
             opcode::BINARY
