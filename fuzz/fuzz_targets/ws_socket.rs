@@ -124,7 +124,7 @@ fuzz_target!(|input: (u8, &str)| {
         assert_eq!(value["channel"], "news");
         assert_eq!(value["event"].as_str(), event.as_ref().map(|e| e.as_str()));
         let sent = value["data"].as_str().expect("data is a string");
-        match std::str::from_utf8(&data).ok().filter(|_| message.is_text) {
+        match std::str::from_utf8(&data).ok().filter(|_| message.is_text()) {
             Some(text) => {
                 assert_eq!(sent, text);
                 assert!(value.get("encoding").is_none());
