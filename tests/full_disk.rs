@@ -44,7 +44,14 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        // The store's writer thread may still hold its files for a moment
+        // after the server is dropped: a lazy unmount detaches the tmpfs
+        // now either way (it goes once they are closed), so no mount is
+        // left behind.
+        let _ = std::process::Command::new("umount")
+            .arg("--lazy")
+            .arg(&self.0)
+            .status();
         let _ = std::fs::remove_dir(&self.0);
     }
 }
