@@ -371,22 +371,18 @@ fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nhost: herald\r\n\r\n").into_bytes()
 }
 
-/// The answers to `requests` sent back to back on one connection, as text,
-/// once `answers` status lines have arrived (or the server closed).
-async fn pipelined_text(
-    addr: std::net::SocketAddr,
-    requests: &[Vec<u8>],
-    answers: usize,
+/// What the server sends on `stream` until `enough` says so or it closes
+/// the connection, as text, within the test's wait.
+async fn read_until(
+    stream: &mut tokio::net::TcpStream,
+    what: &str,
+    enough: impl Fn(&[u8]) -> bool,
 ) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(&requests.concat()).await.unwrap();
+    use tokio::io::AsyncReadExt;
     let mut raw = Vec::new();
-    within("the pipelined answers", async {
-        let mut buffer = [0u8; 4096];
-        while String::from_utf8_lossy(&raw).matches("HTTP/1.1 ").count() < answers
-            || !raw.ends_with(b"}")
-        {
+    within(what, async {
+        let mut buffer = [0u8; 8192];
+        while !enough(&raw) {
             match stream.read(&mut buffer).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => raw.extend_from_slice(&buffer[..n]),
@@ -395,6 +391,27 @@ async fn pipelined_text(
     })
     .await;
     String::from_utf8_lossy(&raw).into_owned()
+}
+
+/// Whether `raw` ends with a whole JSON answer.
+fn answered(raw: &[u8]) -> bool {
+    raw.ends_with(b"}")
+}
+
+/// The answers to `requests` sent back to back on one connection, as text,
+/// once `answers` status lines have arrived (or the server closed).
+async fn pipelined_text(
+    addr: std::net::SocketAddr,
+    requests: &[Vec<u8>],
+    answers: usize,
+) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&requests.concat()).await.unwrap();
+    read_until(&mut stream, "the pipelined answers", |raw| {
+        String::from_utf8_lossy(raw).matches("HTTP/1.1 ").count() >= answers && answered(raw)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -434,7 +451,7 @@ async fn publishes_long_polls_and_other_requests_share_one_kept_alive_connection
 
 #[tokio::test]
 async fn a_publish_whose_body_arrives_after_its_head_is_published_whole() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let server = server().await;
     let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
@@ -445,21 +462,9 @@ async fn a_publish_whose_body_arrives_after_its_head_is_published_whole() {
     stream.flush().await.unwrap();
     tokio::task::yield_now().await;
     stream.write_all(b"-half").await.unwrap();
-    let mut answer = Vec::new();
-    within("the answer", async {
-        let mut buffer = [0u8; 1024];
-        while !answer.ends_with(b"}") {
-            let n = stream.read(&mut buffer).await.unwrap();
-            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
-            answer.extend_from_slice(&buffer[..n]);
-        }
-    })
-    .await;
-    assert!(
-        answer.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
+    let answer = read_until(&mut stream, "the answer", answered).await;
+    assert!(answered(answer.as_bytes()), "closed early: {answer}");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let (_, page) = get_json(server.addr, "/sub/halves?since=0&transport=poll").await;
     assert_eq!(page["messages"][0]["data"], "first-half", "{page}");
 }
@@ -487,19 +492,7 @@ async fn a_long_poll_whose_client_leaves_stops_waiting() {
 
 /// Reads from `stream` until the server closes it, within the test's wait.
 async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut raw = Vec::new();
-    within("the server to close the connection", async {
-        let mut buffer = [0u8; 8192];
-        loop {
-            match stream.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => raw.extend_from_slice(&buffer[..n]),
-            }
-        }
-    })
-    .await;
-    String::from_utf8_lossy(&raw).into_owned()
+    read_until(stream, "the server to close the connection", |_| false).await
 }
 
 #[tokio::test]
@@ -542,7 +535,7 @@ async fn a_long_poll_page_over_a_mebibyte_is_answered_whole() {
 
 #[tokio::test]
 async fn at_shutdown_kept_alive_connections_close_after_their_current_response() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let server = server().await;
     publish(server.addr, "closing", "first").await;
     // One connection idle after a publish, one waiting in a long poll.
@@ -550,16 +543,8 @@ async fn at_shutdown_kept_alive_connections_close_after_their_current_response()
     idle.write_all(&post("/pub/closing", b"second"))
         .await
         .unwrap();
-    let mut answer = Vec::new();
-    within("the publish's answer", async {
-        let mut buffer = [0u8; 1024];
-        while !answer.ends_with(b"}") {
-            let n = idle.read(&mut buffer).await.unwrap();
-            assert!(n > 0, "closed before answering");
-            answer.extend_from_slice(&buffer[..n]);
-        }
-    })
-    .await;
+    let answer = read_until(&mut idle, "the publish's answer", answered).await;
+    assert!(answered(answer.as_bytes()), "closed before answering");
     let mut waiting = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     waiting.write_all(&get("/sub/closing")).await.unwrap();
     within("the poll waiting", async {

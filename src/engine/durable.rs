@@ -433,11 +433,7 @@ impl Writer {
         // Publishes and deletes of one batch never share a channel's fate:
         // deletes run in their own transaction after the publishes.
         if !publishes.is_empty() {
-            let last: HashMap<ChannelName, MessageId> = names_and_last
-                .into_iter()
-                .map(|(channel, (_, id))| (channel, id))
-                .collect();
-            match self.commit_publishes(&publishes, &last) {
+            match self.commit_publishes(&publishes, &names_and_last) {
                 Ok(()) => {
                     self.full.store(false, Ordering::SeqCst);
                     for pending in publishes {
@@ -486,7 +482,7 @@ impl Writer {
     fn commit_publishes(
         &mut self,
         publishes: &[Pending],
-        last: &HashMap<ChannelName, MessageId>,
+        last: &HashMap<ChannelName, (ChannelName, MessageId)>,
     ) -> Result<(), EngineError> {
         let tx = self.db.transaction().map_err(store_error)?;
         {
@@ -531,7 +527,7 @@ impl Writer {
             let mut trim = tx
                 .prepare_cached("DELETE FROM messages WHERE channel = ?1 AND seq <= ?2")
                 .map_err(store_error)?;
-            for (channel, id) in last {
+            for (channel, (_, id)) in last {
                 meta.execute(params![channel.as_str(), id.epoch as i64, id.seq as i64])
                     .map_err(store_error)?;
                 // Keep disk use bounded by the count limit at once; age and
