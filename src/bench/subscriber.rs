@@ -66,6 +66,40 @@ impl Tally {
     }
 }
 
+/// The messages one read brought: they arrived together, so they share one
+/// arrival time and one update of the run's counters.
+#[derive(Default)]
+struct Batch {
+    now_us: u64,
+    count: u64,
+}
+
+impl Batch {
+    fn data(&mut self, tally: &mut Tally, data: &[u8]) {
+        let Some((seq, sent_us)) = payload::decode(data) else {
+            tally.errors += 1;
+            return;
+        };
+        if self.count == 0 {
+            self.now_us = payload::now_us();
+        }
+        self.count += 1;
+        tally.latency.record(self.now_us.saturating_sub(sent_us));
+        tally.order.see(seq);
+    }
+
+    fn finish(self, tally: &Tally, highest: &AtomicU64, shared: &Shared) {
+        if self.count == 0 {
+            return;
+        }
+        highest.store(tally.order.highest(), Ordering::Relaxed);
+        shared.received.fetch_add(self.count, Ordering::Relaxed);
+        shared
+            .last_receive_us
+            .fetch_max(self.now_us, Ordering::Relaxed);
+    }
+}
+
 /// Where and how one subscriber connects.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -230,16 +264,18 @@ impl Connected {
                 }
             },
             Connected::Deflate(mut socket) => loop {
-                let received = tokio::select! {
+                let mut batch = Batch::default();
+                let read = tokio::select! {
                     biased;
-                    received = socket.next() => received,
+                    read = socket.read_batch(|data| batch.data(t, data)) => read,
                     _ = stop.cancelled() => break,
                 };
+                batch.finish(t, h, s);
                 s.wire_bytes
                     .fetch_add(socket.take_read_bytes(), Ordering::Relaxed);
-                match received {
-                    Ok(super::rawws::Received::Data(data)) => t.data(&data, h, s),
-                    Ok(super::rawws::Received::Closed) => {
+                match read {
+                    Ok(true) => {}
+                    Ok(false) => {
                         t.dropped = true;
                         break;
                     }
