@@ -71,6 +71,9 @@ if [ -z "${BIN:-}" ]; then
   log "building herald (release)"
   cargo build --release --bin herald >&2
   BIN=$ROOT/target/release/herald
+  BUILT="$(git rev-parse --short HEAD)$(git diff --quiet -- src Cargo.toml || echo ' (with uncommitted changes)')"
+else
+  BUILT="prebuilt binary $BIN ($("$BIN" --version 2>/dev/null || echo 'no --version')), not built by this run; tree at $(git rev-parse --short HEAD)"
 fi
 [ -x "$BIN" ] || { log "no herald binary at $BIN"; exit 1; }
 ulimit -n "$(ulimit -Hn)"
@@ -338,7 +341,7 @@ ELAPSED=$(($(date +%s) - STARTED))
   echo "machine: $(nproc) CPUs; $(lscpu | sed -n 's/^Model name: *//p' | head -1); $(uname -sr)"
   lscpu | head -n 8 | sed 's/^/    /'
   echo "nginx: $(nginx -v 2>&1 | sed 's/.*nginx\///'), Nchan: $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null || echo unknown), Redis: $(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/')"
-  echo "herald: $(git rev-parse --short HEAD)$(git diff --quiet -- src Cargo.toml || echo ' (with uncommitted changes)')"
+  echo "herald: $BUILT"
   echo "runs: $RUNS; wall time: ${ELAPSED} s; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$WORK/machine.txt"
 {
