@@ -24,13 +24,15 @@ TITLES = {
     "poll": "Long poll: 1 channel × 200 subscribers, 100 msg/s, 256 B",
     "channels": "Many channels: 100 channels × 10 WebSocket subscribers, 2,000 msg/s, 256 B",
     "saturation": "Saturation: 1 channel × 1,000 WebSocket subscribers, as fast as possible (publisher at most 500 messages ahead of the slowest subscriber)",
+    "saturation_10": "Saturation with little queueing: the same, publisher at most 10 messages ahead of the slowest subscriber",
+    "saturation_1": "Saturation without queueing: the same, publisher at most 1 message ahead of the slowest subscriber",
     "publish": "Publish throughput: 8 concurrent publishers, 256 B",
     "publish_batch": "Batch publish: 8 concurrent publishers, `POST /pub` batches of 100 × 256 B (Nchan, which has no batch publish: single publishes)",
     "idle_ws": "10,000 idle WebSocket connections",
     "idle_sse": "10,000 idle SSE connections",
     "echo": "Seed echo: /demo/ws round trips, 1 connection, 64 B (herald only; nginx has no echo)",
 }
-ORDER = ["ws", "sse", "ws_100", "sse_100", "ws_50", "poll", "channels", "saturation", "publish", "publish_batch", "idle_ws", "idle_sse", "echo"]
+ORDER = ["ws", "sse", "ws_100", "sse_100", "ws_50", "poll", "channels", "saturation", "saturation_10", "saturation_1", "publish", "publish_batch", "idle_ws", "idle_sse", "echo"]
 
 
 def median(values):
@@ -48,6 +50,21 @@ def server(r, key):
     return s[key] if s else None
 
 
+def kernel_per_million(r):
+    """The kernel's part of the server's CPU per million (system time)."""
+    s = r.get("server")
+    if not s or not s.get("cpu_s") or "cpu_system_s" not in s:
+        return None
+    return s["cpu_s_per_million"] * s["cpu_system_s"] / s["cpu_s"]
+
+
+def kernel_share(r):
+    s = r.get("server")
+    if not s or not s.get("cpu_s") or "cpu_system_s" not in s:
+        return None
+    return s["cpu_system_s"] / s["cpu_s"]
+
+
 # metric name, getter, format, better ("low" or "high")
 FANOUT = [
     ("deliveries/s", lambda r: r["throughput"], "{:,.0f}", "high"),
@@ -55,6 +72,8 @@ FANOUT = [
     ("latency p99 (ms)", lambda r: lat(r, "p99"), "{:,.1f}", "low"),
     ("latency p99.9 (ms)", lambda r: lat(r, "p999"), "{:,.1f}", "low"),
     ("server CPU-s per million deliveries", lambda r: server(r, "cpu_s_per_million"), "{:.2f}", "low"),
+    ("of it in the kernel (system time)", kernel_per_million, "{:.2f}", "low"),
+    ("kernel share of the server's CPU", kernel_share, "{:.0%}", None),
     ("messages published", lambda r: r["messages"], "{:,.0f}", "high"),
     ("generator CPU / elapsed", lambda r: r.get("client_cpu_s", 0) / r["elapsed_s"] if r["elapsed_s"] else None, "{:.0%}", None),
 ]
@@ -63,6 +82,8 @@ PUBLISH = [
     ("latency p50 (ms)", lambda r: lat(r, "p50"), "{:,.2f}", "low"),
     ("latency p99 (ms)", lambda r: lat(r, "p99"), "{:,.2f}", "low"),
     ("server CPU-s per million publishes", lambda r: server(r, "cpu_s_per_million"), "{:.1f}", "low"),
+    ("of it in the kernel (system time)", kernel_per_million, "{:.1f}", "low"),
+    ("kernel share of the server's CPU", kernel_share, "{:.0%}", None),
 ]
 IDLE = [
     ("server RSS per connection (KiB)", lambda r: (server(r, "rss_per_connection_bytes") or 0) / 1024, "{:.1f}", "low"),
@@ -120,7 +141,10 @@ def section(results, machine, commands):
         "worker thread), `herald bench` on core 1. The machine is shared with "
         "other work, so wall-clock figures (deliveries/s, latency) are noisy; "
         "CPU-seconds per million deliveries and memory per connection are "
-        "the steadier comparison."
+        "the steadier comparison. \"Of it in the kernel\" is the server's system "
+        "time: system calls and, on loopback, the receiving side's network stack, "
+        "the same work for both servers at the same deliveries; the \"floor\" row "
+        "is the lowest CPU ratio herald could reach if its own code cost nothing."
     )
     out += ["", "```", *machine.strip().splitlines(), "```", ""]
     headline = ["| scenario | metric | herald | Nchan | herald/Nchan |", "| --- | --- | ---: | ---: | ---: |"]
@@ -137,8 +161,15 @@ def section(results, machine, commands):
             n = median([get(r) for r in n_runs])
             row = f"| {name} | {fmt(f, h)} | {fmt(f, n)} | {ratio(h, n) if _better else '–'} |"
             details.append(row)
-            if i == 0 or name.startswith("server CPU") or (case in ("ws", "sse", "ws_100", "sse_100", "ws_50", "channels", "poll") and "p99 " in name):
+            if i == 0 or name.startswith("server CPU") or (case in ("ws", "sse", "ws_100", "sse_100", "ws_50", "channels", "poll", "saturation", "saturation_10", "saturation_1", "publish") and "p99 " in name):
                 headline.append(f"| {case} | {name} | {fmt(f, h)} | {fmt(f, n)} | {ratio(h, n) if _better else '–'} |")
+        h_kernel = median([kernel_per_million(r) for r in h_runs])
+        n_cpu = median([server(r, "cpu_s_per_million") for r in n_runs])
+        if h_kernel is not None and n_cpu:
+            floor = f"| floor: herald's kernel CPU alone / Nchan's CPU | {h_kernel:.2f} | {n_cpu:.2f} | {h_kernel / n_cpu:.2f} |"
+            details.append(floor)
+            if case in ("ws_100", "sse_100", "ws_50", "poll", "channels", "publish"):
+                headline.append(floor.replace("| floor", f"| {case} | floor", 1))
         if metrics_for(case) is FANOUT or case == "echo":
             def faults(rs):
                 return "{} / {} / {}".format(

@@ -15,6 +15,10 @@ const TICKS_PER_SECOND: f64 = 100.0;
 pub struct Usage {
     /// utime + stime, in seconds.
     pub cpu_s: f64,
+    /// stime alone: the kernel's work on the process's behalf (system
+    /// calls, and on loopback the receiving side's network stack too).
+    #[serde(default)]
+    pub system_s: f64,
     /// VmRSS, in KiB.
     pub rss_kib: u64,
 }
@@ -24,8 +28,10 @@ impl Usage {
     pub fn sample(pid: u32) -> Result<Self, BenchError> {
         let stat = read(pid, "stat")?;
         let status = read(pid, "status")?;
+        let (user, system) = cpu_times(&stat).ok_or_else(|| bad(pid, "stat"))?;
         Ok(Self {
-            cpu_s: cpu_seconds(&stat).ok_or_else(|| bad(pid, "stat"))?,
+            cpu_s: user + system,
+            system_s: system,
             rss_kib: rss_kib(&status).ok_or_else(|| bad(pid, "status"))?,
         })
     }
@@ -52,15 +58,19 @@ fn bad(pid: u32, file: &str) -> BenchError {
     BenchError::Proc(format!("/proc/{pid}/{file}: unexpected format"))
 }
 
-/// utime + stime from a `/proc/PID/stat` line. The command name (field 2)
-/// may hold spaces and parentheses, so fields are counted after its last `)`.
-fn cpu_seconds(stat: &str) -> Option<f64> {
+/// utime and stime, in seconds, from a `/proc/PID/stat` line. The command
+/// name (field 2) may hold spaces and parentheses, so fields are counted
+/// after its last `)`.
+fn cpu_times(stat: &str) -> Option<(f64, f64)> {
     let after = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after.split_whitespace().collect();
     // After the name: state is field 3; utime and stime are fields 14 and 15.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / TICKS_PER_SECOND)
+    Some((
+        utime as f64 / TICKS_PER_SECOND,
+        stime as f64 / TICKS_PER_SECOND,
+    ))
 }
 
 fn rss_kib(status: &str) -> Option<u64> {
@@ -75,7 +85,7 @@ mod tests {
     #[test]
     fn parses_stat_and_status() {
         let stat = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
-        assert_eq!(cpu_seconds(stat), Some(3.0));
+        assert_eq!(cpu_times(stat), Some((2.5, 0.5)));
         assert_eq!(rss_kib("Name:\tx\nVmRSS:\t  10240 kB\n"), Some(10240));
     }
 

@@ -65,6 +65,10 @@ pub struct ServerCost {
     pub cpu_s: f64,
     /// CPU seconds per million deliveries (or publishes, or round trips).
     pub cpu_s_per_million: f64,
+    /// The part of `cpu_s` the kernel spent (system time): a floor no
+    /// change in the server's own code moves.
+    #[serde(default)]
+    pub cpu_system_s: f64,
     /// RSS before the clients connected, KiB.
     pub rss_before_kib: u64,
     /// RSS with every client connected, KiB.
@@ -88,6 +92,7 @@ impl ServerCost {
         let cpu_s = (after.cpu_s - connected.cpu_s).max(0.0);
         Self {
             cpu_s,
+            cpu_system_s: (after.system_s - connected.system_s).clamp(0.0, cpu_s),
             cpu_s_per_million: if work > 0 {
                 cpu_s * 1e6 / work as f64
             } else {
@@ -166,7 +171,10 @@ impl Report {
             ));
         }
         if let Some(s) = &self.server {
-            rows.push(("server CPU", format!("{:.2} s", s.cpu_s)));
+            rows.push((
+                "server CPU (of it in the kernel)",
+                format!("{:.2} s ({:.2} s)", s.cpu_s, s.cpu_system_s),
+            ));
             rows.push((
                 "server CPU per million",
                 format!("{:.2} s", s.cpu_s_per_million),
@@ -246,13 +254,16 @@ mod tests {
                 Usage {
                     cpu_s: 1.0,
                     rss_kib: 1000,
+                    ..Default::default()
                 },
                 Usage {
                     cpu_s: 1.0,
+                    system_s: 0.1,
                     rss_kib: 1010,
                 },
                 Usage {
                     cpu_s: 1.5,
+                    system_s: 0.3,
                     rss_kib: 1010,
                 },
                 10,
@@ -264,6 +275,7 @@ mod tests {
         assert_eq!(back.delivered, 100);
         let cost = back.server.unwrap();
         assert_eq!(cost.cpu_s_per_million, 5000.0);
+        assert!((cost.cpu_system_s - 0.2).abs() < 1e-9);
         assert_eq!(cost.rss_per_connection_bytes, 1024.0);
         let table = report.table();
         assert!(table.contains("20.0 ms"), "{table}");
