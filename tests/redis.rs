@@ -1025,3 +1025,35 @@ async fn a_delete_on_one_node_reaches_subscribers_on_another() {
         assert_eq!(status, 404, "node {}: {body}", node.name);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_message_trims_many_small_ones_by_bytes_in_redis() {
+    let redis = RedisServer::start().await;
+    let limits = ["--history-size", "100", "--history-bytes", "1000"];
+    let a = Node::start_with("a", &redis, &limits).await;
+    let b = Node::start_with("b", &redis, &limits).await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(a.publish("bytes", &format!("{i:0>20}")).await);
+    }
+    // 700 bytes more: most of the 40 small messages (800 bytes) must leave,
+    // far more than the trim reads at first.
+    let big = a.publish("bytes", &"x".repeat(700)).await;
+    let (status, info) = get_json(b.addr, "/pub/bytes").await;
+    assert_eq!(status, 200, "{info}");
+    let bytes = info["bytes"].as_u64().unwrap();
+    let kept = info["messages"].as_u64().unwrap() as usize;
+    assert!(bytes <= 1000, "the byte limit holds: {info}");
+    assert!(kept < 20, "more than 20 small messages left: {info}");
+    let page = poll(b.addr, "/sub/bytes?since=0").await;
+    let data = page_data(&page);
+    assert_eq!(data.len(), kept, "{page}");
+    // What stays is the newest: the small ones just before the big one.
+    let expected: Vec<String> = (41 - kept..40)
+        .map(|i| format!("{i:0>20}"))
+        .chain(std::iter::once("x".repeat(700)))
+        .collect();
+    assert_eq!(data, expected);
+    assert_eq!(info["first_id"], json!(ids[41 - kept]), "{info}");
+    assert_eq!(info["last_id"], json!(big), "{info}");
+}
