@@ -360,7 +360,10 @@ struct Handler<'a> {
 impl Handler<'_> {
     async fn answer(self, request: Request<Body>) -> Response {
         match self.route {
-            Some(route) => dispatch::call(self.ctx, route, request).await,
+            // Boxed: the handlers' futures are large, and inline they would
+            // make every connection's task that large for its whole life,
+            // an idle SSE or WebSocket connection included (about 5 KiB).
+            Some(route) => Box::pin(dispatch::call(self.ctx, route, request)).await,
             None => match self.app.clone().oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
