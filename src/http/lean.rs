@@ -321,9 +321,12 @@ async fn respond(
     // request, as with hyper.
     // The answer is tried first: a publish is usually answered at once,
     // without a read on the socket.
+    // Boxed: the handlers' and the router's futures are large, and inline
+    // they would make every connection's task that large for its whole
+    // life, an idle SSE stream or WebSocket included.
     let response = tokio::select! {
         biased;
-        response = handler.answer(request) => response,
+        response = Box::pin(handler.answer(request)) => response,
         () = gone(stream, buf) => return After::Close,
     };
     // A server shutting down ends each connection with its current
@@ -360,10 +363,7 @@ struct Handler<'a> {
 impl Handler<'_> {
     async fn answer(self, request: Request<Body>) -> Response {
         match self.route {
-            // Boxed: the handlers' futures are large, and inline they would
-            // make every connection's task that large for its whole life,
-            // an idle SSE or WebSocket connection included (about 5 KiB).
-            Some(route) => Box::pin(dispatch::call(self.ctx, route, request)).await,
+            Some(route) => dispatch::call(self.ctx, route, request).await,
             None => match self.app.clone().oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
