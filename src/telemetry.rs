@@ -35,6 +35,7 @@ struct Hot {
     connections: [Gauge; TRANSPORTS.len()],
     opened: [Counter; TRANSPORTS.len()],
     disconnects: [[Counter; DISCONNECT_REASONS.len()]; TRANSPORTS.len()],
+    subscriptions: Gauge,
 }
 
 static HOT: OnceLock<Hot> = OnceLock::new();
@@ -68,6 +69,7 @@ fn hot() -> Option<&'static Hot> {
                 )
             })
         }),
+        subscriptions: gauge!("herald_subscriptions"),
     }))
 }
 
@@ -415,7 +417,10 @@ pub fn lagged() {
 
 /// Adjusts the number of live channel subscriptions.
 pub fn subscriptions(delta: f64) {
-    gauge!("herald_subscriptions").increment(delta);
+    match hot() {
+        Some(hot) => hot.subscriptions.increment(delta),
+        None => gauge!("herald_subscriptions").increment(delta),
+    }
 }
 
 /// Sets the gauges sampled from the engine at scrape time.
