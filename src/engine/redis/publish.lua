@@ -6,7 +6,14 @@
 -- Returns {epoch, seq, published_at, repeated (0/1), subscribers on other nodes}.
 local meta, log, idem = KEYS[1], KEYS[2], KEYS[3]
 local now, ttl = tonumber(ARGV[3]), tonumber(ARGV[7])
-local epoch = epoch_of(meta, log, ARGV[4], keep_ms(ttl))
+-- The channel's state in one read, written back in one (each redis.call
+-- costs about a microsecond of the script's time).
+local state = redis.call('HMGET', meta, 'epoch', 'seq', 'bytes')
+local epoch, seq, bytes = state[1], tonumber(state[2]) or 0, tonumber(state[3]) or 0
+if not epoch then
+  epoch = epoch_of(meta, log, ARGV[4], keep_ms(ttl))
+  seq, bytes = 0, 0
+end
 if ARGV[8] == '1' then
   local earlier = redis.call('GET', idem)
   if earlier then
@@ -19,7 +26,7 @@ if ARGV[8] == '1' then
     end
   end
 end
-local seq = redis.call('HINCRBY', meta, 'seq', 1)
+seq = seq + 1
 local note = 'm\n'
 if ARGV[12] == 'b' then
   redis.call('XADD', log, seq .. '-0', 'd', ARGV[1], 'e', ARGV[2], 't', ARGV[3], 'w', ARGV[10], 'k', 'b')
@@ -27,8 +34,9 @@ if ARGV[12] == 'b' then
 else
   redis.call('XADD', log, seq .. '-0', 'd', ARGV[1], 'e', ARGV[2], 't', ARGV[3], 'w', ARGV[10])
 end
-redis.call('HINCRBY', meta, 'bytes', tonumber(ARGV[10]))
-trim(meta, log, now, tonumber(ARGV[5]), tonumber(ARGV[6]), ttl)
+bytes = bytes + tonumber(ARGV[10])
+local _, freed = drop_oldest(log, now, tonumber(ARGV[5]), tonumber(ARGV[6]), ttl, bytes)
+redis.call('HSET', meta, 'seq', seq, 'bytes', bytes - freed)
 redis.call('PEXPIRE', meta, keep_ms(ttl))
 redis.call('PEXPIRE', log, keep_ms(ttl))
 if ARGV[8] == '1' then

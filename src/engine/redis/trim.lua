@@ -8,12 +8,13 @@ local function keep_ms(ttl)
   return math.max(2 * ttl, 60000)
 end
 
--- Drops the oldest entries of the log beyond the count, byte and age limits, keeping the byte total in
--- the meta hash. Entries only ever leave from the head, so XTRIM MAXLEN
--- (Redis 5+) removes exactly the ones counted here. Entry ids are `SEQ-0`.
-local function trim(meta, log, now, max_messages, max_bytes, ttl)
+-- Drops the oldest entries of the log beyond the count, byte and age
+-- limits, given the log's byte total; returns the entries kept and the
+-- bytes freed (the caller keeps the total). Entries only ever leave from
+-- the head, so XTRIM MAXLEN (Redis 5+) removes exactly the ones counted
+-- here. Entry ids are `SEQ-0`.
+local function drop_oldest(log, now, max_messages, max_bytes, ttl, bytes)
   local count = redis.call('XLEN', log)
-  local bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
   local drop, freed, start, done = 0, 0, '-', false
   -- Usually one entry leaves and the next stays: read two, then more
   -- (decoding entries is most of a publish's cost in Redis).
@@ -40,9 +41,18 @@ local function trim(meta, log, now, max_messages, max_bytes, ttl)
   end
   if drop > 0 then
     redis.call('XTRIM', log, 'MAXLEN', count - drop)
+  end
+  return count - drop, freed
+end
+
+-- Trims the log to its limits, keeping the byte total in the meta hash.
+local function trim(meta, log, now, max_messages, max_bytes, ttl)
+  local bytes = tonumber(redis.call('HGET', meta, 'bytes') or '0')
+  local count, freed = drop_oldest(log, now, max_messages, max_bytes, ttl, bytes)
+  if freed ~= 0 then
     redis.call('HINCRBY', meta, 'bytes', -freed)
   end
-  return count - drop
+  return count
 end
 
 -- A channel's meta hash, created with `epoch` if Redis has none (first use,
