@@ -240,6 +240,11 @@ pub struct PublishArgs {
     /// `/{ch}` (herald's `POST /pub`).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Publish over a minimal HTTP/1.1 client (one kept-alive connection
+    /// per publisher, loopback http:// only) instead of reqwest, whose own
+    /// work otherwise makes the generator the ceiling.
+    #[arg(long)]
+    pub raw_http: bool,
 }
 
 /// Options of `herald bench plot`.

@@ -20,6 +20,7 @@ pub mod payload;
 pub mod plot;
 pub mod procfs;
 pub mod publish;
+pub mod rawhttp;
 pub mod rawws;
 pub mod report;
 pub mod stats;

@@ -57,6 +57,11 @@ pub async fn run(args: &PublishArgs) -> Result<Report, BenchError> {
             Some(url) => (url.clone(), Some(name.clone()), args.batch as u64),
             None => (publ.http(name), None, 1),
         };
+        let mut raw = if args.raw_http {
+            Some(super::rawhttp::RawPublisher::new(&url)?)
+        } else {
+            None
+        };
         tasks.spawn(async move {
             let mut tally = Tally::default();
             let mut seq = 1;
@@ -72,7 +77,11 @@ pub async fn run(args: &PublishArgs) -> Result<Report, BenchError> {
                 };
                 let messages = last - seq + 1;
                 seq = last + 1;
-                match publish_one(&client, &url, body).await {
+                let result = match raw.as_mut() {
+                    Some(raw) => raw.post(body.as_bytes()).await,
+                    None => publish_one(&client, &url, body).await,
+                };
+                match result {
                     Ok(()) => {
                         tally.latency.record(payload::now_us().saturating_sub(sent));
                         tally.published += messages;

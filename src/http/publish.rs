@@ -17,7 +17,7 @@ use crate::auth::{AuthError, Credential};
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::hub::{ChannelInfo, ChannelName, ChannelOptions, DataKind, Draft, EventName};
-use crate::transport::publish::{data_from_json, published_json};
+use crate::transport::publish::{data_from_json, published_json, PublishedAnswer};
 use crate::transport::{self, Context};
 
 /// Most messages in one batch publish.
@@ -197,7 +197,7 @@ pub async fn publish_one(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PublishedAnswer>, ApiError> {
     let checked = (|| {
         let channel = channel_from_path(path)?;
         let token = query.get("token").map(String::as_str);
@@ -228,7 +228,7 @@ pub async fn publish_one(
         idempotency_key,
     };
     let published = transport::publish(&ctx, draft).await?;
-    Ok(Json(published_json(&published)))
+    Ok(Json(PublishedAnswer(published)))
 }
 
 #[derive(Deserialize)]

@@ -57,6 +57,22 @@ pub fn published_json(published: &Published) -> Value {
     })
 }
 
+/// The publish answer serialized straight from the result, with the keys
+/// in [`published_json`]'s order: made for every single publish, where
+/// building a JSON value first (a map, its keys) showed in profiles.
+pub struct PublishedAnswer(pub Published);
+
+impl serde::Serialize for PublishedAnswer {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut answer = serializer.serialize_struct("Published", 3)?;
+        answer.serialize_field("channel", self.0.channel.as_str())?;
+        answer.serialize_field("id", &self.0.id.to_string())?;
+        answer.serialize_field("subscribers", &self.0.subscribers)?;
+        answer.end()
+    }
+}
+
 /// The bytes a JSON `data` field stands for and their kind: a string as is
 /// (or base64-decoded: binary), anything else as its JSON text.
 pub fn data_from_json(data: Value, encoding: Option<&str>) -> Result<(Bytes, DataKind), ApiError> {
@@ -73,5 +89,26 @@ pub fn data_from_json(data: Value, encoding: Option<&str>) -> Result<(Bytes, Dat
         )),
         (Value::String(s), _) => Ok((Bytes::from(s), DataKind::Text)),
         (other, _) => Ok((Bytes::from(other.to_string()), DataKind::Text)),
+    }
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::*;
+    use crate::hub::{ChannelName, MessageId};
+
+    #[test]
+    fn the_direct_answer_is_the_json_values_bytes() {
+        for (channel, subscribers) in [("a", 0), ("chat.room-1", 12_345)] {
+            let published = Published {
+                channel: ChannelName::parse(channel).unwrap(),
+                id: MessageId::new(1_700_000_000, 42),
+                subscribers,
+            };
+            assert_eq!(
+                serde_json::to_string(&PublishedAnswer(published.clone())).unwrap(),
+                published_json(&published).to_string()
+            );
+        }
     }
 }
