@@ -203,7 +203,10 @@ def section(results, machine, commands):
     return "\n".join(out) + "\n"
 
 
-def main(argv):
+def run(argv, make_section, begin, end, name):
+    """Reads the results, machine and commands files named in `argv`, and
+    prints the section (`--print`) or writes it between `begin` and `end`
+    in the document (appended when the markers are missing)."""
     printing = "--print" in argv
     argv = [a for a in argv if a != "--print"]
     results_path, machine_path, commands_path, doc_path = argv[1:5]
@@ -213,7 +216,7 @@ def main(argv):
         machine = f.read()
     with open(commands_path) as f:
         commands = f.read()
-    text = section(results, machine, commands)
+    text = make_section(results, machine, commands)
     if printing:
         sys.stdout.write(text)
         return
@@ -222,16 +225,16 @@ def main(argv):
             doc = f.read()
     except FileNotFoundError:
         doc = "# Benchmarks\n"
-    if BEGIN in doc and END in doc:
-        before = doc[: doc.index(BEGIN)]
-        after = doc[doc.index(END) + len(END):]
+    if begin in doc and end in doc:
+        before = doc[: doc.index(begin)]
+        after = doc[doc.index(end) + len(end):]
         doc = before + text.rstrip("\n") + after
     else:
         doc = doc.rstrip("\n") + "\n\n" + text
     with open(doc_path, "w") as f:
         f.write(doc)
-    print(f"wrote the compare section of {doc_path}", file=sys.stderr)
+    print(f"wrote the {name} section of {doc_path}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    run(sys.argv, section, BEGIN, END, "compare")

@@ -8,9 +8,9 @@ usage: summarize_redis.py RESULTS.jsonl MACHINE.txt COMMANDS.txt [--print] BENCH
 """
 
 import datetime
-import json
-import statistics
 import sys
+
+from summarize import fmt, median, ratio, run
 
 BEGIN = "<!-- compare-redis:begin -->"
 END = "<!-- compare-redis:end -->"
@@ -21,11 +21,6 @@ TITLES = {
     "sse": "Cross-node SSE fan-out: 200 subscribers on node B, 1 channel, 100 msg/s published on node A, 256 B",
 }
 ORDER = ["publish", "ws", "sse"]
-
-
-def median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
 
 
 def lat(row, key):
@@ -78,16 +73,6 @@ FANOUT = [
     ("messages published", lambda w: w["report"]["messages"], "{:,.0f}", False),
     ("generator CPU / elapsed", generator, "{:.0%}", False),
 ]
-
-
-def fmt(fmt_, value):
-    return "–" if value is None else fmt_.format(value)
-
-
-def ratio(h, n):
-    if h is None or n is None or n == 0:
-        return "–"
-    return f"{h / n:.2f}"
 
 
 def section(results, machine, commands):
@@ -180,35 +165,5 @@ def section(results, machine, commands):
     return "\n".join(out) + "\n"
 
 
-def main(argv):
-    printing = "--print" in argv
-    argv = [a for a in argv if a != "--print"]
-    results_path, machine_path, commands_path, doc_path = argv[1:5]
-    with open(results_path) as f:
-        results = [json.loads(line) for line in f if line.strip()]
-    with open(machine_path) as f:
-        machine = f.read()
-    with open(commands_path) as f:
-        commands = f.read()
-    text = section(results, machine, commands)
-    if printing:
-        sys.stdout.write(text)
-        return
-    try:
-        with open(doc_path) as f:
-            doc = f.read()
-    except FileNotFoundError:
-        doc = "# Benchmarks\n"
-    if BEGIN in doc and END in doc:
-        before = doc[: doc.index(BEGIN)]
-        after = doc[doc.index(END) + len(END):]
-        doc = before + text.rstrip("\n") + after
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    with open(doc_path, "w") as f:
-        f.write(doc)
-    print(f"wrote the compare-redis section of {doc_path}", file=sys.stderr)
-
-
 if __name__ == "__main__":
-    main(sys.argv)
+    run(sys.argv, section, BEGIN, END, "compare-redis")
