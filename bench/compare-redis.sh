@@ -29,29 +29,13 @@ NICE=${NICE:--5}
 STARTED=$(date +%s)
 
 WORK=$(mktemp -d /tmp/herald-compare-redis.XXXXXX)
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 log() { printf '[compare-redis %4ss] %s\n' "$(($(date +%s) - STARTED))" "$*" >&2; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- tools
-NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
-if ! command -v nginx >/dev/null 2>&1 || [ ! -e "$NCHAN_MODULE" ]; then
-  log "installing nginx and Nchan"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-nchan >/dev/null
-fi
+install_nchan
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
   log "installing redis-server"
   apt-get update -qq
@@ -80,20 +64,6 @@ ulimit -n "$(ulimit -Hn)"
 NOFILE=$(ulimit -n)
 HZ=$(getconf CLK_TCK)
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_port() { # PORT: until something answers HTTP there (10 s at most)
-  local _
-  for _ in $(seq 1 200); do
-    curl -s -m 1 -o /dev/null "http://127.0.0.1:$1/" && return 0
-    sleep 0.05
-  done
-  log "nothing answers on port $1"
-  return 1
-}
-
 wait_redis() { # PORT: until redis-server answers PING there (10 s at most)
   local _
   for _ in $(seq 1 200); do
@@ -104,11 +74,6 @@ wait_redis() { # PORT: until redis-server answers PING there (10 s at most)
   return 1
 }
 
-forget() { # PID: drop it from the cleanup list once stopped
-  local keep=() p
-  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
 
 stop_pid() { # PID: stop one process we started and wait for it
   kill "$1" 2>/dev/null || true

@@ -23,29 +23,13 @@ NICE=${NICE:--5}
 STARTED=$(date +%s)
 
 WORK=$(mktemp -d /tmp/herald-compare.XXXXXX)
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 log() { printf '[compare %4ss] %s\n' "$(($(date +%s) - STARTED))" "$*" >&2; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- tools
-NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
-if ! command -v nginx >/dev/null 2>&1 || [ ! -e "$NCHAN_MODULE" ]; then
-  log "installing nginx and Nchan"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-nchan >/dev/null
-fi
+install_nchan
 if ! command -v python3 >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 >/dev/null
 fi
@@ -62,25 +46,6 @@ BIN=$ROOT/target/release/herald
 ulimit -n "$(ulimit -Hn)"
 NOFILE=$(ulimit -n)
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_port() { # PORT: until something answers HTTP there (10 s at most)
-  local i
-  for i in $(seq 1 200); do
-    curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
-    sleep 0.05
-  done
-  log "nothing answers on port $1"
-  return 1
-}
-
-forget() { # PID: drop it from the cleanup list once stopped
-  local keep=() p
-  for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
 
 HERALD_PID='' HERALD_PORT=''
 HERALD_CMD="herald serve --listen 127.0.0.1:PORT --demo --history-size 1000 --history-ttl 1h --log-level warn"

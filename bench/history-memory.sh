@@ -19,11 +19,6 @@ CHANNELS=${CHANNELS:-1000}
 MESSAGES=${MESSAGES:-1000}
 SIZE=${SIZE:-256}
 TOTAL=$((CHANNELS * MESSAGES))
-NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
-if ! command -v nginx >/dev/null 2>&1 || [ ! -e "$NCHAN_MODULE" ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-nchan >/dev/null
-fi
 if [ -z "${BIN:-}" ]; then
   cargo build --release --bin herald >&2
   BIN=target/release/herald
@@ -31,27 +26,10 @@ fi
 ulimit -n "$(ulimit -Hn)"
 
 WORK=$(mktemp -d /tmp/herald-history-memory.XXXXXX)
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_port() {
-  local i
-  for i in $(seq 1 200); do
-    curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
-    sleep 0.05
-  done
-  echo "nothing answers on port $1" >&2
-  return 1
-}
+log() { echo "$*" >&2; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+install_nchan
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 fill() { # PORT: publish the whole history
   "$BIN" bench publish --publishers "$CHANNELS" --messages "$TOTAL" --size "$SIZE" \
