@@ -53,16 +53,9 @@ pub struct Tally {
 impl Tally {
     /// Takes in one message's data.
     fn data(&mut self, data: &[u8], highest: &AtomicU64, shared: &Shared) {
-        let Some((seq, sent_us)) = payload::decode(data) else {
-            self.errors += 1;
-            return;
-        };
-        let now = payload::now_us();
-        self.latency.record(now.saturating_sub(sent_us));
-        self.order.see(seq);
-        highest.store(self.order.highest(), Ordering::Relaxed);
-        shared.received.fetch_add(1, Ordering::Relaxed);
-        shared.last_receive_us.fetch_max(now, Ordering::Relaxed);
+        let mut batch = Batch::default();
+        batch.data(self, data);
+        batch.finish(self, highest, shared);
     }
 }
 
