@@ -18,6 +18,10 @@ use crate::hub::{now_ms, ChannelName, Hub, Message, MessageId, Published};
 /// adds).
 const SWEEP_BUDGET: u64 = 16 * 1024;
 
+/// Times the writer steps aside for publishes still arriving before it
+/// commits a batch.
+const GATHER_YIELDS: usize = 8;
+
 pub(super) struct Writer {
     db: Connection,
     hub: Arc<Hub>,
@@ -75,9 +79,21 @@ impl Writer {
     pub fn run(mut self, mut queue: mpsc::Receiver<Write>) {
         while let Some(first) = queue.blocking_recv() {
             let mut batch = vec![first];
+            let mut yields = 0;
             while batch.len() < MAX_BATCH {
                 match queue.try_recv() {
                     Ok(write) => batch.push(write),
+                    Err(_) if yields < GATHER_YIELDS => {
+                        // While publishes keep coming, let the threads
+                        // taking them in run before committing: a larger
+                        // batch shares one fsync among more of them.
+                        std::thread::yield_now();
+                        yields += 1;
+                        match queue.try_recv() {
+                            Ok(write) => batch.push(write),
+                            Err(_) => break,
+                        }
+                    }
                     Err(_) => break,
                 }
             }
