@@ -31,20 +31,24 @@ import os, sqlite3, sys, time
 path, channels, messages, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 os.makedirs(path, exist_ok=True)
 db = sqlite3.connect(os.path.join(path, "herald.sqlite3"))
+# The log layout (src/engine/durable/schema.rs): one table in commit order,
+# channels by numeric id.
 db.executescript("""
-CREATE TABLE messages (channel TEXT NOT NULL, seq INTEGER NOT NULL, published_at INTEGER NOT NULL,
-  event TEXT, data BLOB NOT NULL, kind INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (channel, seq)) WITHOUT ROWID;
-CREATE TABLE channels (channel TEXT PRIMARY KEY, epoch INTEGER NOT NULL, last_seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE channels (id INTEGER PRIMARY KEY, channel TEXT NOT NULL UNIQUE, epoch INTEGER NOT NULL,
+  last_seq INTEGER NOT NULL);
+CREATE TABLE log (id INTEGER PRIMARY KEY, channel INTEGER NOT NULL, seq INTEGER NOT NULL,
+  published_at INTEGER NOT NULL, event TEXT, data BLOB NOT NULL, kind INTEGER NOT NULL);
 CREATE TABLE idempotency (channel TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, expires_at INTEGER NOT NULL,
   PRIMARY KEY (channel, key)) WITHOUT ROWID;
+PRAGMA user_version = 2;
 """)
 now = int(time.time() * 1000)
 payload = (b"x" * size)
 for c in range(channels):
-    name = f"bench.{c}"
-    db.execute("INSERT INTO channels VALUES (?, ?, ?)", (name, 2_000_000_000 + c, messages))
-    db.executemany("INSERT INTO messages VALUES (?, ?, ?, NULL, ?, 0)",
-                   ((name, s, now, payload) for s in range(1, messages + 1)))
+    db.execute("INSERT INTO channels VALUES (?, ?, ?, ?)", (c + 1, f"bench.{c}", 2_000_000_000 + c, messages))
+# Round-robin over the channels, as many publishers would have written it.
+db.executemany("INSERT INTO log (channel, seq, published_at, event, data, kind) VALUES (?, ?, ?, NULL, ?, 0)",
+               ((c + 1, s, now, payload) for s in range(1, messages + 1) for c in range(channels)))
 db.commit()
 db.close()
 PY
